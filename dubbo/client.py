@@ -1,0 +1,544 @@
+"""The Triple client: one multiplexed HTTP/2 connection per target, a reader thread per
+connection feeding each call's inbox, and a sender thread per request-streaming call."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from typing import Any, Callable, Iterator
+
+import h2.errors
+import h2.events
+
+from .configs import ApplicationConfig, ReferenceConfig
+from .deadline import Deadline
+from .frames import DEFAULT_MAX_MESSAGE_SIZE, check_size, encode_message
+from .metadata import (
+    MetadataLike,
+    ResponseStatus,
+    check_response_headers,
+    decode_metadata,
+    encode_metadata,
+    request_headers,
+    status_from_headers,
+)
+from .status import (
+    CancelledError,
+    DeadlineExceededError,
+    RpcError,
+    StatusCode,
+    UnavailableError,
+    error_for,
+    status_from_rst,
+)
+from .transport import H2Transport, Inbox
+
+__all__ = ["Client", "Call", "ResponseIterator"]
+
+log = logging.getLogger("dubbo.client")
+
+Serializer = Callable[[Any], bytes]
+Deserializer = Callable[[bytes], Any]
+
+
+class ClientCall:
+    """Client side of one stream. The reader thread sets ``status``/``initial_metadata``
+    and feeds ``inbox``; ``transport.lock`` guards ``status`` and ``local_error``."""
+
+    __slots__ = ("transport", "stream_id", "inbox", "deadline", "status", "initial_metadata",
+                 "headers_event", "local_error", "ended")
+
+    def __init__(self, transport: ClientConnection, deadline: Deadline | None,
+                 max_receive_message_size: int | None) -> None:
+        self.transport = transport
+        self.stream_id = 0
+        self.inbox = Inbox(max_receive_message_size)
+        self.deadline = deadline
+        self.status: ResponseStatus | None = None
+        self.initial_metadata: list[tuple[str, str | bytes]] | None = None
+        self.headers_event = threading.Event()
+        self.local_error: RpcError | None = None  # cancel, deadline, request iterator failure
+        self.ended = False  # the stream is closed both ways, or reset
+
+    def send_error(self) -> RpcError | None:
+        """Why requests can no longer be sent, if they cannot."""
+        if self.local_error is not None:
+            return self.local_error
+        if self.status is not None or self.ended:
+            # The server has answered: stop sending (its early closure).
+            return CancelledError(StatusCode.CANCELLED, "call already completed")
+        return None
+
+    def set_status(self, status: ResponseStatus) -> None:
+        with self.transport.lock:
+            if self.status is None:
+                self.status = status
+            self.transport.lock.notify_all()
+        if self.initial_metadata is None:
+            self.initial_metadata = []
+        self.headers_event.set()
+
+    def fail(self, error: RpcError) -> None:
+        """The stream is dead before a status arrived."""
+        with self.transport.lock:
+            if self.status is None:
+                self.status = ResponseStatus(error.code, error.details, [])
+            self.transport.lock.notify_all()
+        self.inbox.fail(error_for(self.status.code, self.status.details, self.status.metadata))
+        self.headers_event.set()
+
+    def cancel(self, error: RpcError) -> bool:
+        """Cancel locally: RST_STREAM(CANCEL) and fail every waiter. False if already over."""
+        with self.transport.lock:
+            if self.status is not None or self.local_error is not None:
+                return False
+            self.local_error = error
+            self.transport.lock.notify_all()
+        self.transport.reset_stream(self.stream_id, h2.errors.ErrorCodes.CANCEL)
+        self.transport.stream_closed(self)
+        self.inbox.fail(error)
+        self.headers_event.set()
+        return True
+
+    def read(self) -> bytes | None:
+        """The next response message, ``None`` at a clean end; raises the call's error."""
+        try:
+            message, credit = self.inbox.get(self.deadline)
+        except DeadlineExceededError as exc:
+            self.cancel(exc)
+            raise self.local_error or exc from None
+        except RpcError:
+            if self.local_error is not None:
+                raise self.local_error from None
+            raise
+        if credit:
+            self.transport.acknowledge(self.stream_id, credit)
+        if message is None:
+            status = self.status
+            if status is None:  # pragma: no cover - inbox ends only after a status
+                raise RpcError(StatusCode.INTERNAL, "stream ended without status")
+            if status.code is not StatusCode.OK:
+                code = status.code
+                if code is StatusCode.CANCELLED and self.deadline is not None \
+                        and self.deadline.expired():
+                    code = StatusCode.DEADLINE_EXCEEDED  # grpc "Client Cancellation"
+                raise error_for(code, status.details, status.metadata,
+                                initial_metadata=self.initial_metadata)
+        return message
+
+
+class ClientConnection(H2Transport):
+    """A client connection. ``lock`` also guards ``calls`` and ``draining``."""
+
+    thread_name = "dubbo-client-conn"
+
+    def __init__(self, sock: socket.socket, on_idle: Callable[[ClientConnection], None]) -> None:
+        super().__init__(sock, client_side=True)
+        self.calls: dict[int, ClientCall] = {}
+        self.draining = False  # GOAWAY received: no new streams here
+        self._on_idle = on_idle
+
+    def open_stream(self, call: ClientCall, headers: list[tuple[str, str]],
+                    end_stream: bool = False) -> None:
+        """Start a stream for ``call``, waiting for a free slot under the peer's
+        MAX_CONCURRENT_STREAMS. The headers go out with the caller's next flush."""
+        with self.lock:
+            while True:
+                self.check_open()
+                if self.draining:
+                    raise UnavailableError(StatusCode.UNAVAILABLE, "connection is draining")
+                limit = self.conn.remote_settings.max_concurrent_streams
+                if self.conn.open_outbound_streams < limit:
+                    break
+                if call.deadline is not None:
+                    if call.deadline.expired():
+                        raise DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED,
+                                                    "Deadline Exceeded waiting for a stream")
+                    self.lock.wait(call.deadline.remaining())
+                else:
+                    self.lock.wait()
+            stream_id = self.conn.get_next_available_stream_id()
+            self.conn.send_headers(stream_id, headers, end_stream=end_stream)
+            call.stream_id = stream_id
+            self.calls[stream_id] = call
+
+    def stream_closed(self, call: ClientCall) -> None:
+        with self.lock:
+            call.ended = True
+            self.calls.pop(call.stream_id, None)
+            idle = self.draining and not self.calls
+            self.lock.notify_all()
+        if idle:
+            self._on_idle(self)
+
+    def _release(self, call: ClientCall) -> None:
+        """The response is complete: if we are still sending, stop (RST_STREAM NO_ERROR,
+        grpc "Early Server Closure"), then forget the stream."""
+        with self.lock:
+            stream = self.conn.streams.get(call.stream_id)
+            still_sending = stream is not None and not stream.closed
+        if still_sending:
+            self.reset_stream(call.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        self.stream_closed(call)
+
+    def handle_events(self, events: list[h2.events.Event]) -> None:
+        calls = self.calls
+        for event in events:
+            if isinstance(event, h2.events.DataReceived):
+                call = calls.get(event.stream_id)
+                if call is None:
+                    with self.lock:
+                        self.conn.acknowledge_received_data(event.flow_controlled_length,
+                                                            event.stream_id)
+                    continue
+                try:
+                    credit = call.inbox.feed(event.data, event.flow_controlled_length)
+                except RpcError as exc:
+                    call.cancel(exc)
+                    continue
+                if credit:
+                    with self.lock:
+                        self.conn.acknowledge_received_data(credit, event.stream_id)
+            elif isinstance(event, h2.events.ResponseReceived):
+                call = calls.get(event.stream_id)
+                if call is None:
+                    continue
+                final = check_response_headers(event.headers)
+                if final is not None:
+                    call.set_status(final)
+                else:
+                    call.initial_metadata = decode_metadata(event.headers)
+                    call.headers_event.set()
+            elif isinstance(event, h2.events.TrailersReceived):
+                call = calls.get(event.stream_id)
+                if call is not None:
+                    call.set_status(status_from_headers(event.headers))
+            elif isinstance(event, h2.events.StreamEnded):
+                call = calls.get(event.stream_id)
+                if call is None:
+                    continue
+                if call.status is None:
+                    call.set_status(ResponseStatus(StatusCode.INTERNAL,
+                                                   "stream ended without grpc-status", []))
+                if not call.inbox.decoder.at_boundary():
+                    call.fail(RpcError(StatusCode.INTERNAL, "response ended inside a message"))
+                call.inbox.end()
+                self._release(call)
+            elif isinstance(event, h2.events.StreamReset):
+                call = calls.get(event.stream_id)
+                if call is None:
+                    continue
+                if call.status is None:
+                    code = status_from_rst(event.error_code)
+                    call.fail(error_for(code, f"stream reset by server (error code "
+                                              f"{int(event.error_code)})"))
+                else:
+                    call.inbox.end()
+                self.stream_closed(call)
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self._goaway(event.last_stream_id or 0, int(event.error_code))
+
+    def _goaway(self, last_stream_id: int, error_code: int) -> None:
+        with self.lock:
+            self.draining = True
+            refused = [c for sid, c in self.calls.items() if sid > last_stream_id]
+            idle = len(refused) == len(self.calls)
+        for call in refused:
+            call.fail(UnavailableError(StatusCode.UNAVAILABLE,
+                                       f"server sent GOAWAY (error code {error_code})"))
+            self.stream_closed(call)
+        if idle:
+            self._on_idle(self)
+
+    def connection_lost(self, error: RpcError) -> None:
+        with self.lock:
+            calls = list(self.calls.values())
+            self.calls.clear()
+        for call in calls:
+            call.fail(UnavailableError(error.code if error.code is not StatusCode.CANCELLED
+                                       else StatusCode.UNAVAILABLE, error.details))
+        self._on_idle(self)
+
+
+class Call:
+    """What a finished or running call tells: metadata, status, and ``cancel()``."""
+
+    def __init__(self, call: ClientCall) -> None:
+        self._call = call
+
+    def initial_metadata(self) -> list[tuple[str, str | bytes]]:
+        self._call.headers_event.wait(None if self._call.deadline is None
+                                      else self._call.deadline.remaining())
+        return list(self._call.initial_metadata or ())
+
+    def trailing_metadata(self) -> list[tuple[str, str | bytes]] | None:
+        status = self._call.status
+        return None if status is None else list(status.metadata)
+
+    def code(self) -> StatusCode | None:
+        status = self._call.status
+        if self._call.local_error is not None:
+            return self._call.local_error.code
+        return None if status is None else status.code
+
+    def details(self) -> str | None:
+        status = self._call.status
+        if self._call.local_error is not None:
+            return self._call.local_error.details
+        return None if status is None else status.details
+
+    def is_active(self) -> bool:
+        return self._call.status is None and self._call.local_error is None
+
+    def time_remaining(self) -> float | None:
+        deadline = self._call.deadline
+        return None if deadline is None else deadline.remaining()
+
+    def cancel(self) -> bool:
+        """Cancel the call (RST_STREAM CANCEL); False if it had already ended."""
+        return self._call.cancel(CancelledError(StatusCode.CANCELLED, "Cancelled by the caller"))
+
+
+class ResponseIterator(Call):
+    """The replies of a server-stream or bidi call; also the call itself.
+
+    Dropping it (or ``cancel()``) before the end cancels the call on the server.
+    """
+
+    def __init__(self, call: ClientCall, deserializer: Deserializer | None) -> None:
+        super().__init__(call)
+        self._deserialize = deserializer
+
+    def __iter__(self) -> ResponseIterator:
+        return self
+
+    def __next__(self) -> Any:
+        message = self._call.read()
+        if message is None:
+            raise StopIteration
+        return message if self._deserialize is None else _deserialize(self._deserialize, message)
+
+    def __del__(self) -> None:
+        call = getattr(self, "_call", None)
+        if call is not None and not call.inbox.done and call.status is None:
+            call.cancel(CancelledError(StatusCode.CANCELLED, "response iterator dropped"))
+
+    def __enter__(self) -> ResponseIterator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+
+def _deserialize(deserializer: Deserializer, message: bytes) -> Any:
+    try:
+        return deserializer(message)
+    except Exception as exc:
+        raise RpcError(StatusCode.INTERNAL, f"Exception deserializing response: {exc}") from exc
+
+
+class _Method:
+    """A callable bound to one remote method; subclasses pick the call shape."""
+
+    request_streaming = False
+
+    def __init__(self, client: Client, method_name: str, request_serializer: Serializer | None,
+                 response_deserializer: Deserializer | None) -> None:
+        self._client = client
+        self.method_name = method_name
+        self._serialize = request_serializer
+        self._deserialize = response_deserializer
+        self._path = f"/{client.reference.service}/{method_name}"
+
+    def _frame(self, request: Any) -> bytes:
+        data = request if self._serialize is None else self._serialize(request)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"request serialized to {type(data).__name__}, expected bytes "
+                            "(set request_serializer)")
+        check_size(len(data), self._client.max_send_message_size, "Sent")
+        return encode_message(data)
+
+    def _start(self, request: Any, timeout: float | None, metadata: MetadataLike | None
+               ) -> ClientCall:
+        client = self._client
+        if timeout is None:
+            timeout = client.reference.timeout
+        deadline = Deadline.after(timeout)
+        headers = client.headers(self._path, timeout, metadata)
+        frame = None if self.request_streaming else self._frame(request)
+        transport = client.connection()
+        call = ClientCall(transport, deadline, client.max_receive_message_size)
+        transport.open_stream(call, headers)
+        if frame is not None:
+            transport.send_data(call.stream_id, frame, True, deadline, call.send_error)
+        else:
+            thread = threading.Thread(target=_send_requests,
+                                      args=(call, iter(request), self._frame),
+                                      name="dubbo-client-sender", daemon=True)
+            thread.start()
+        return call
+
+    def _unary_response(self, call: ClientCall, with_call: bool) -> Any:
+        message = call.read()
+        if message is None:
+            raise RpcError(StatusCode.UNIMPLEMENTED, "unary call got no response message")
+        extra = call.read()
+        if extra is not None:
+            call.cancel(RpcError(StatusCode.UNIMPLEMENTED,
+                                 "unary call got more than one response message"))
+            raise call.local_error  # type: ignore[misc]
+        response = message if self._deserialize is None else \
+            _deserialize(self._deserialize, message)
+        return (response, Call(call)) if with_call else response
+
+
+class UnaryMethod(_Method):
+    def __call__(self, request: Any, timeout: float | None = None,
+                 metadata: MetadataLike | None = None, with_call: bool = False) -> Any:
+        return self._unary_response(self._start(request, timeout, metadata), with_call)
+
+    def with_call(self, request: Any, timeout: float | None = None,
+                  metadata: MetadataLike | None = None) -> tuple[Any, Call]:
+        return self(request, timeout, metadata, with_call=True)  # type: ignore[no-any-return]
+
+
+class ClientStreamMethod(UnaryMethod):
+    request_streaming = True
+
+
+class ServerStreamMethod(_Method):
+    def __call__(self, request: Any, timeout: float | None = None,
+                 metadata: MetadataLike | None = None) -> ResponseIterator:
+        return ResponseIterator(self._start(request, timeout, metadata), self._deserialize)
+
+
+class BidiStreamMethod(ServerStreamMethod):
+    request_streaming = True
+
+
+def _send_requests(call: ClientCall, requests: Iterator[Any],
+                   frame: Callable[[Any], bytes]) -> None:
+    """Sender thread: stream the caller's requests, then half-close."""
+    transport = call.transport
+    try:
+        for request in requests:
+            if call.send_error() is not None:
+                return
+            transport.send_data(call.stream_id, frame(request), False, call.deadline,
+                                call.send_error)
+        transport.send_data(call.stream_id, b"", True, call.deadline, call.send_error)
+    except RpcError:
+        return  # the call ended (status, cancel, deadline); the reader reports why
+    except Exception as exc:
+        error = RpcError(StatusCode.CANCELLED, f"Exception iterating requests: {exc!r}")
+        error.__cause__ = exc
+        log.debug("request iterator of stream %d raised", call.stream_id, exc_info=True)
+        call.cancel(error)
+
+
+class Client:
+    """Calls one remote service. Thread-safe: share one client between threads."""
+
+    def __init__(self, reference: ReferenceConfig, *,
+                 application: ApplicationConfig | None = None,
+                 connect_timeout: float = 5.0,
+                 max_receive_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+                 max_send_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        if not reference.service:
+            raise ValueError("ReferenceConfig has no service name")
+        self.reference = reference
+        self.application = application
+        self.connect_timeout = connect_timeout
+        self.max_receive_message_size = max_receive_message_size
+        self.max_send_message_size = max_send_message_size
+        self._lock = threading.Lock()  # guards _current, _connections, _closed
+        self._current: ClientConnection | None = None
+        self._connections: set[ClientConnection] = set()
+        self._closed = False
+        extra = []
+        if reference.version:
+            extra.append(("tri-service-version", reference.version))
+        if reference.group:
+            extra.append(("tri-service-group", reference.group))
+        if application is not None:
+            extra.append(("tri-consumer-appname", application.name))
+        self._extra_headers = extra
+        self._authority = f"{reference.host}:{reference.port}"
+
+    # -- method factories (API.md) ------------------------------------------------
+
+    def unary(self, method_name: str, request_serializer: Serializer | None = None,
+              response_deserializer: Deserializer | None = None) -> UnaryMethod:
+        return UnaryMethod(self, method_name, request_serializer, response_deserializer)
+
+    def client_stream(self, method_name: str, request_serializer: Serializer | None = None,
+                      response_deserializer: Deserializer | None = None) -> ClientStreamMethod:
+        return ClientStreamMethod(self, method_name, request_serializer, response_deserializer)
+
+    def server_stream(self, method_name: str, request_serializer: Serializer | None = None,
+                      response_deserializer: Deserializer | None = None) -> ServerStreamMethod:
+        return ServerStreamMethod(self, method_name, request_serializer, response_deserializer)
+
+    def bidi_stream(self, method_name: str, request_serializer: Serializer | None = None,
+                    response_deserializer: Deserializer | None = None) -> BidiStreamMethod:
+        return BidiStreamMethod(self, method_name, request_serializer, response_deserializer)
+
+    bi_stream = bidi_stream
+
+    # -- connections ---------------------------------------------------------------
+
+    def headers(self, path: str, timeout: float | None, metadata: MetadataLike | None
+                ) -> list[tuple[str, str]]:
+        return request_headers(path, self._authority, timeout=timeout,
+                               metadata=encode_metadata(metadata), extra=self._extra_headers)
+
+    def connection(self) -> ClientConnection:
+        """The shared connection, (re)connecting when there is none usable."""
+        with self._lock:
+            if self._closed:
+                raise UnavailableError(StatusCode.UNAVAILABLE, "client is closed")
+            current = self._current
+            if current is not None and not current.closed and not current.draining:
+                return current
+            address = (self.reference.host, self.reference.port)
+            try:
+                sock = socket.create_connection(address, timeout=self.connect_timeout)
+            except OSError as exc:
+                raise UnavailableError(
+                    StatusCode.UNAVAILABLE,
+                    f"failed to connect to {address[0]}:{address[1]}: {exc}") from exc
+            sock.settimeout(None)
+            connection = ClientConnection(sock, self._connection_idle)
+            connection.start()
+            self._current = connection
+            self._connections.add(connection)
+            return connection
+
+    def _connection_idle(self, connection: ClientConnection) -> None:
+        """A draining or dead connection has no calls left: close it."""
+        with self._lock:
+            if connection is self._current:
+                if not (connection.closed or connection.draining):
+                    return
+                self._current = None
+            self._connections.discard(connection)
+        connection.close()
+
+    def close(self) -> None:
+        """Close every connection; calls in flight fail with CANCELLED."""
+        with self._lock:
+            self._closed = True
+            connections = list(self._connections)
+            self._connections.clear()
+            self._current = None
+        for connection in connections:
+            connection.close(CancelledError(StatusCode.CANCELLED, "client closed"))
+        for connection in connections:
+            connection.join(5.0)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,71 @@
+"""The call context a handler receives as its optional second argument.
+
+Method names follow grpcio's ``ServicerContext`` so servicer code ports unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
+
+from .metadata import MetadataLike
+from .status import RpcError, StatusCode
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .server import ServerCall
+
+__all__ = ["ServicerContext"]
+
+
+class ServicerContext:
+    __slots__ = ("_call", "code", "details")
+
+    def __init__(self, call: ServerCall) -> None:
+        self._call = call
+        self.code: StatusCode | None = None  # set_code(): the status of a normal return
+        self.details: str = ""
+
+    def invocation_metadata(self) -> list[tuple[str, str | bytes]]:
+        """The request's metadata: str values, bytes for ``-bin`` keys."""
+        return list(self._call.head.metadata)
+
+    def time_remaining(self) -> float | None:
+        """Seconds left before the deadline, or ``None`` without one."""
+        deadline = self._call.deadline
+        return None if deadline is None else deadline.remaining()
+
+    def is_active(self) -> bool:
+        """False once the client cancelled, went away or the deadline passed."""
+        return self._call.is_active()
+
+    def peer(self) -> str:
+        return self._call.transport.peer
+
+    def method(self) -> str:
+        """The ``/service/method`` path of this call."""
+        return self._call.head.path
+
+    def add_callback(self, callback: Callable[[], Any]) -> bool:
+        """Run ``callback()`` when the call ends, however it ends."""
+        return self._call.add_callback(callback)
+
+    def send_initial_metadata(self, metadata: MetadataLike) -> None:
+        self._call.send_initial_metadata(metadata)
+
+    def set_trailing_metadata(self, metadata: MetadataLike) -> None:
+        self._call.set_trailing_metadata(metadata)
+
+    def set_code(self, code: StatusCode) -> None:
+        self.code = StatusCode(code)
+
+    def set_details(self, details: str) -> None:
+        self.details = details
+
+    def abort(self, code: StatusCode, details: str = "") -> NoReturn:
+        """End the call with ``code`` and ``details``; raises, never returns."""
+        if code == StatusCode.OK:
+            raise ValueError("abort() needs a non-OK status code")
+        raise RpcError(code, details)
+
+    def cancel(self) -> None:
+        """Cancel the call from the server side (RST_STREAM CANCEL)."""
+        self._call.cancel_locally()

@@ -1,0 +1,117 @@
+"""The gRPC Length-Prefixed-Message codec (PROTOCOL-HTTP2.md "Data Frames").
+
+DATA-frame boundaries say nothing about message boundaries, so the decoder is
+incremental: one message may span many ``feed`` calls and one call may hold many
+messages. Work is O(total bytes): the buffer is compacted only when its consumed head
+outgrows the live tail, never re-sliced per message.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Callable
+
+from .status import ProtocolError, RpcError, StatusCode
+
+__all__ = ["HEADER_SIZE", "DEFAULT_MAX_MESSAGE_SIZE", "encode_message", "MessageDecoder",
+           "MessageTooLargeError"]
+
+HEADER_SIZE = 5
+DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024  # grpcio's default, inclusive
+_HEADER = struct.Struct(">BI")
+
+
+class MessageTooLargeError(RpcError):
+    """A message's length prefix is over the configured maximum."""
+
+    default_code = StatusCode.RESOURCE_EXHAUSTED
+
+
+def encode_message(payload: bytes, compressed: bool = False) -> bytes:
+    """Frame one serialized message."""
+    return _HEADER.pack(1 if compressed else 0, len(payload)) + payload
+
+
+def check_size(size: int, limit: int | None, direction: str) -> None:
+    """Raise RESOURCE_EXHAUSTED when ``size`` is over ``limit`` (``None``: unlimited)."""
+    if limit is not None and size > limit:
+        raise MessageTooLargeError(
+            StatusCode.RESOURCE_EXHAUSTED,
+            f"{direction} message larger than max ({size} vs. {limit})",
+        )
+
+
+class MessageDecoder:
+    """Turns a byte stream into message payloads.
+
+    ``decompress`` undoes the stream's ``grpc-encoding`` for messages whose
+    Compressed-Flag is 1; without it such a message is a protocol error (compression.md
+    test case 6). The size limit is checked on the length prefix, before the body is
+    buffered, so an oversize message never reaches memory.
+    """
+
+    __slots__ = ("_buf", "_pos", "max_message_size", "decompress")
+
+    def __init__(
+        self,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        decompress: Callable[[bytes], bytes] | None = None,
+    ) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self.max_message_size = max_message_size
+        self.decompress = decompress
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as a message."""
+        return len(self._buf) - self._pos
+
+    def at_boundary(self) -> bool:
+        """True when no partial message is pending (a stream may end here)."""
+        return len(self._buf) == self._pos
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add ``data``; return every message it completes, in order."""
+        buf = self._buf
+        if self._pos == len(buf):
+            # Common case: nothing pending. Parse straight out of ``data``.
+            buf.clear()
+            self._pos = 0
+            messages, used = self._parse(data, 0)
+            if used < len(data):
+                buf += memoryview(data)[used:]
+            return messages
+        buf += data
+        messages, self._pos = self._parse(buf, self._pos)
+        if self._pos and self._pos >= len(buf) - self._pos:
+            del buf[: self._pos]
+            self._pos = 0
+        return messages
+
+    def _parse(self, data: bytes | bytearray, pos: int) -> tuple[list[bytes], int]:
+        messages: list[bytes] = []
+        end = len(data)
+        unpack = _HEADER.unpack_from
+        limit = self.max_message_size
+        while end - pos >= HEADER_SIZE:
+            flag, length = unpack(data, pos)
+            if flag & 0xFE:
+                raise ProtocolError(StatusCode.INTERNAL, f"invalid message flags 0x{flag:02x}")
+            if limit is not None and length > limit:
+                check_size(length, limit, "Received")
+            start = pos + HEADER_SIZE
+            if end - start < length:
+                break
+            payload = bytes(data[start : start + length])
+            pos = start + length
+            if flag:
+                if self.decompress is None:
+                    raise ProtocolError(
+                        StatusCode.INTERNAL,
+                        "compressed message received but the stream has no grpc-encoding",
+                    )
+                payload = self.decompress(payload)
+                check_size(len(payload), limit, "Received decompressed")
+            messages.append(payload)
+        return messages, pos

@@ -1,0 +1,286 @@
+"""Triple/gRPC header blocks: building them, and validating what peers send.
+
+Sans-I/O: header lists in, header lists out. Received headers are ``(bytes, bytes)``
+pairs (h2 with ``header_encoding=None``) so that peers sending raw non-UTF-8 values
+(Java 3.3's ``grpc-message``) cannot break decoding.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from . import __version__
+from .deadline import encode_timeout, parse_timeout
+from .status import RpcError, StatusCode, decode_grpc_message, encode_grpc_message, status_from_http
+
+__all__ = [
+    "USER_AGENT",
+    "MetadataLike",
+    "encode_metadata",
+    "decode_metadata",
+    "RequestHead",
+    "RequestRejected",
+    "request_headers",
+    "parse_request_headers",
+    "response_headers",
+    "trailers",
+    "ResponseStatus",
+    "status_from_headers",
+    "check_response_headers",
+]
+
+USER_AGENT = f"dubbo-python-triple/{__version__}"
+MetadataLike = Iterable[tuple[str, Any]]
+
+_KEY_RE = re.compile(r"^[0-9a-z_.\-]+$")
+# Headers that carry protocol state, never user metadata (grpc PROTOCOL-HTTP2.md).
+_RESERVED = frozenset(
+    b"content-type te grpc-timeout grpc-encoding grpc-accept-encoding grpc-status "
+    b"grpc-message grpc-message-type".split()
+)
+_GRPC_CONTENT_TYPE = b"application/grpc"
+
+
+def encode_metadata(metadata: MetadataLike | None) -> list[tuple[str, str]]:
+    """Validate user metadata and put it in wire form (``-bin`` values base64, unpadded).
+
+    Raises ``ValueError`` naming the bad key or value: a clear error before anything is
+    sent beats a peer resetting the stream.
+    """
+    out: list[tuple[str, str]] = []
+    if not metadata:
+        return out
+    for key, value in metadata:
+        key = key.lower()
+        if not _KEY_RE.match(key) or key.startswith(":"):
+            raise ValueError(f"invalid metadata key {key!r}: use [0-9a-z_.-]")
+        if key.startswith("grpc-") or key in ("content-type", "te"):
+            raise ValueError(f"metadata key {key!r} is reserved for the protocol")
+        if key.endswith("-bin"):
+            if isinstance(value, str):
+                value = value.encode("utf-8")
+            value = base64.b64encode(bytes(value)).rstrip(b"=").decode("ascii")
+        else:
+            if isinstance(value, bytes):
+                value = value.decode("ascii")
+            value = str(value)
+            if not all(0x20 <= ord(c) <= 0x7E for c in value):
+                raise ValueError(
+                    f"metadata value for {key!r} must be printable ASCII; "
+                    "use a key ending in '-bin' for binary values"
+                )
+        out.append((key, value))
+    return out
+
+
+def _b64decode(value: bytes) -> bytes:
+    # Peers may pad or not, and may join repeated values with ',' (grpc spec).
+    parts = value.split(b",")
+    try:
+        return b"".join(
+            base64.b64decode(p.strip() + b"=" * (-len(p.strip()) % 4)) for p in parts
+        )
+    except (binascii.Error, ValueError):
+        return value
+
+
+def decode_metadata(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str | bytes]]:
+    """User metadata from a received header block: ``-bin`` values as bytes, others str."""
+    out: list[tuple[str, str | bytes]] = []
+    for key, value in headers:
+        if key[:1] == b":" or key in _RESERVED:
+            continue
+        name = key.decode("ascii", "replace")
+        if key.endswith(b"-bin"):
+            out.append((name, _b64decode(value)))
+        else:
+            out.append((name, value.decode("utf-8", "replace")))
+    return out
+
+
+def request_headers(
+    path: str,
+    authority: str,
+    *,
+    scheme: str = "http",
+    timeout: float | None = None,
+    metadata: Sequence[tuple[str, str]] = (),
+    content_type: str = "application/grpc+proto",
+    accept_encoding: str | None = None,
+    extra: Sequence[tuple[str, str]] = (),
+) -> list[tuple[str, str]]:
+    """The request HEADERS block; ``metadata`` must already be ``encode_metadata``-ed.
+
+    Order per the spec: pseudo-headers, ``grpc-timeout``, call definition, metadata.
+    """
+    headers = [
+        (":method", "POST"),
+        (":scheme", scheme),
+        (":path", path),
+        (":authority", authority),
+    ]
+    if timeout is not None:
+        headers.append(("grpc-timeout", encode_timeout(timeout)))
+    headers.append(("content-type", content_type))
+    headers.append(("te", "trailers"))
+    headers.append(("user-agent", USER_AGENT))
+    if accept_encoding:
+        headers.append(("grpc-accept-encoding", accept_encoding))
+    headers.extend(extra)
+    headers.extend(metadata)
+    return headers
+
+
+class RequestRejected(RpcError):
+    """A request head the server refuses; carries the HTTP status to answer with."""
+
+    def __init__(self, http_status: int, code: StatusCode, details: str) -> None:
+        super().__init__(code, details)
+        self.http_status = http_status
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """What the server needs from a request's HEADERS block."""
+
+    service: str
+    method: str
+    content_type: str
+    timeout: float | None
+    encoding: str | None
+    accept_encoding: str | None
+    metadata: list[tuple[str, str | bytes]] = field(default_factory=list)
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return f"/{self.service}/{self.method}"
+
+    @property
+    def drops_empty_messages(self) -> bool:
+        """apache-dubbo 3.0.0b1 clients end every request stream with an empty message."""
+        return self.content_type == "application/grpc+data"
+
+
+def parse_request_headers(headers: Sequence[tuple[bytes, bytes]]) -> RequestHead:
+    """Validate a request head; ``RequestRejected`` says how to refuse it."""
+    h = dict(headers)
+    if h.get(b":method") != b"POST":
+        raise RequestRejected(405, StatusCode.INTERNAL,
+                              f"method {h.get(b':method', b'').decode('latin-1')!r} not allowed")
+    content_type = h.get(b"content-type", b"")
+    if not content_type.startswith(_GRPC_CONTENT_TYPE):
+        raise RequestRejected(415, StatusCode.INTERNAL,
+                              f"invalid gRPC request content-type {content_type.decode('latin-1')!r}")
+    path = h.get(b":path", b"").decode("utf-8", "replace")
+    service, sep, method = path[1:].rpartition("/")
+    if not path.startswith("/") or not sep or not service or not method:
+        raise RequestRejected(200, StatusCode.UNIMPLEMENTED, f"malformed method path {path!r}")
+    timeout = None
+    raw_timeout = h.get(b"grpc-timeout")
+    if raw_timeout is not None:
+        try:
+            timeout = parse_timeout(raw_timeout)
+        except ValueError as exc:
+            raise RequestRejected(200, StatusCode.INTERNAL, str(exc)) from None
+    encoding = h.get(b"grpc-encoding")
+    accept = h.get(b"grpc-accept-encoding")
+    return RequestHead(
+        service=service,
+        method=method,
+        content_type=content_type.decode("latin-1"),
+        timeout=timeout,
+        encoding=encoding.decode("latin-1") if encoding else None,
+        accept_encoding=accept.decode("latin-1") if accept else None,
+        metadata=decode_metadata(headers),
+        headers=h,
+    )
+
+
+def response_headers(
+    content_type: str = "application/grpc",
+    metadata: Sequence[tuple[str, str]] = (),
+    accept_encoding: str | None = None,
+    encoding: str | None = None,
+) -> list[tuple[str, str]]:
+    """The response HEADERS block sent before the first reply message."""
+    headers = [(":status", "200"), ("content-type", content_type)]
+    if encoding:
+        headers.append(("grpc-encoding", encoding))
+    if accept_encoding:
+        headers.append(("grpc-accept-encoding", accept_encoding))
+    headers.extend(metadata)
+    return headers
+
+
+def trailers(
+    code: StatusCode,
+    details: str = "",
+    metadata: Sequence[tuple[str, str]] = (),
+    *,
+    trailers_only: bool = False,
+    content_type: str = "application/grpc",
+    http_status: int = 200,
+) -> list[tuple[str, str]]:
+    """The closing HEADERS block; with ``trailers_only`` it is the whole response.
+
+    A trailers-only response keeps ``content-type``: grpc-go and apache-dubbo ignore
+    ``grpc-status`` without it.
+    """
+    headers: list[tuple[str, str]] = []
+    if trailers_only:
+        headers.append((":status", str(http_status)))
+        headers.append(("content-type", content_type))
+    headers.append(("grpc-status", str(int(code))))
+    if details:
+        headers.append(("grpc-message", encode_grpc_message(details)))
+    headers.extend(metadata)
+    return headers
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseStatus:
+    code: StatusCode
+    details: str
+    metadata: list[tuple[str, str | bytes]]
+
+
+def check_response_headers(headers: Sequence[tuple[bytes, bytes]]) -> ResponseStatus | None:
+    """Vet a response's first HEADERS block.
+
+    Returns the final status when the block ends the call by itself (trailers-only or
+    a non-gRPC response), else ``None``. When ``grpc-status`` is present it wins over
+    ``:status`` (Java 3.3 sends 404/500 with a valid grpc-status).
+    """
+    h = dict(headers)
+    if b"grpc-status" in h:
+        return status_from_headers(headers)
+    http_status = int(h.get(b":status", b"0") or 0)
+    if http_status != 200:
+        return ResponseStatus(status_from_http(http_status),
+                              f"HTTP status {http_status} without grpc-status",
+                              decode_metadata(headers))
+    content_type = h.get(b"content-type", b"")
+    if not content_type.startswith(_GRPC_CONTENT_TYPE):
+        return ResponseStatus(StatusCode.UNKNOWN,
+                              f"invalid response content-type {content_type.decode('latin-1')!r}",
+                              decode_metadata(headers))
+    return None
+
+
+def status_from_headers(headers: Sequence[tuple[bytes, bytes]]) -> ResponseStatus:
+    """The status a trailers block carries; a missing ``grpc-status`` is UNKNOWN."""
+    code: StatusCode | None = None
+    details = ""
+    for key, value in headers:
+        if key == b"grpc-status":
+            code = StatusCode.from_wire(value)
+        elif key == b"grpc-message":
+            details = decode_grpc_message(value)
+    if code is None:
+        code, details = StatusCode.UNKNOWN, details or "missing grpc-status in response trailers"
+    return ResponseStatus(code, details, decode_metadata(headers))

@@ -1,0 +1,566 @@
+"""The Triple server: an accept thread, a reader thread per connection, and a bounded
+worker pool running one handler per HTTP/2 stream."""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterator
+
+import h2.errors
+import h2.events
+import h2.exceptions
+
+from .configs import ServiceConfig
+from .context import ServicerContext
+from .deadline import Deadline
+from .frames import DEFAULT_MAX_MESSAGE_SIZE, check_size, encode_message
+from .metadata import (
+    MetadataLike,
+    RequestHead,
+    RequestRejected,
+    encode_metadata,
+    parse_request_headers,
+    response_headers,
+    trailers,
+)
+from .proxy.handlers import CallType, RpcMethodHandler, RpcServiceHandler
+from .status import (
+    CancelledError,
+    DeadlineExceededError,
+    RpcError,
+    StatusCode,
+    UnavailableError,
+    status_from_rst,
+)
+from .transport import H2Transport, Inbox
+
+__all__ = ["Server"]
+
+log = logging.getLogger("dubbo.server")
+
+DEFAULT_MAX_WORKERS = 1000
+DEFAULT_MAX_CONCURRENT_STREAMS = 1000
+
+
+class ServerCall:
+    """The server side of one call (one HTTP/2 stream), run by one worker thread.
+
+    The reader thread feeds ``inbox`` and may ``cancel``; the worker does the rest.
+    ``transport.lock`` guards ``headers_sent``/``finished``/``cancelled`` transitions.
+    """
+
+    __slots__ = ("transport", "stream_id", "head", "handler", "inbox", "deadline",
+                 "headers_sent", "finished", "cancelled", "remote_closed", "context",
+                 "_initial_metadata", "_trailing_metadata", "_callbacks", "server")
+
+    def __init__(self, server: Server, transport: ServerConnection, stream_id: int,
+                 head: RequestHead, handler: RpcMethodHandler) -> None:
+        self.server = server
+        self.transport = transport
+        self.stream_id = stream_id
+        self.head = head
+        self.handler = handler
+        self.inbox = Inbox(server.max_receive_message_size)
+        self.inbox.drop_empty = head.drops_empty_messages
+        self.deadline = Deadline.after(head.timeout)
+        self.headers_sent = False
+        self.finished = False
+        self.cancelled: RpcError | None = None
+        self.remote_closed = False
+        self.context = ServicerContext(self)
+        self._initial_metadata: list[tuple[str, str]] = []
+        self._trailing_metadata: list[tuple[str, str]] = []
+        self._callbacks: list[Callable[[], Any]] | None = []
+
+    # -- state ---------------------------------------------------------------------
+
+    def is_active(self) -> bool:
+        if self.cancelled is not None or self.finished:
+            return False
+        return self.deadline is None or not self.deadline.expired()
+
+    def error(self) -> RpcError | None:
+        """Why the stream can no longer carry replies, if it cannot."""
+        if self.cancelled is not None:
+            return self.cancelled
+        if self.deadline is not None and self.deadline.expired():
+            return DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        return None
+
+    def cancel(self, error: RpcError) -> None:
+        """The stream is dead (peer reset, connection lost): stop the handler's I/O."""
+        with self.transport.lock:
+            if self.cancelled is not None or self.finished:
+                return
+            self.cancelled = error
+            self.transport.lock.notify_all()
+        self.inbox.fail(error)
+        self._run_callbacks()
+
+    def cancel_locally(self) -> None:
+        self.transport.reset_stream(self.stream_id, h2.errors.ErrorCodes.CANCEL)
+        self.cancel(CancelledError(StatusCode.CANCELLED, "Cancelled by the server"))
+
+    def add_callback(self, callback: Callable[[], Any]) -> bool:
+        with self.transport.lock:
+            if self._callbacks is not None:
+                self._callbacks.append(callback)
+                return True
+        return False
+
+    def _run_callbacks(self) -> None:
+        with self.transport.lock:
+            callbacks, self._callbacks = self._callbacks, None
+        for callback in callbacks or ():
+            try:
+                callback()
+            except Exception:
+                log.exception("call callback %r failed", callback)
+
+    # -- requests ------------------------------------------------------------------
+
+    def requests(self) -> Iterator[Any]:
+        """The blocking request iterator handed to streaming handlers."""
+        get = self.inbox.get
+        acknowledge = self.transport.acknowledge
+        deserialize = self.handler.request_deserializer
+        while True:
+            message, credit = get(self.deadline)
+            if credit:
+                acknowledge(self.stream_id, credit)
+            if message is None:
+                return
+            if deserialize is None:
+                yield message
+            else:
+                yield self._deserialize(deserialize, message)
+
+    def _deserialize(self, deserialize: Callable[[bytes], Any], message: bytes) -> Any:
+        try:
+            return deserialize(message)
+        except Exception as exc:
+            raise RpcError(StatusCode.INTERNAL, f"Exception deserializing request: {exc}") from exc
+
+    def single_request(self) -> Any:
+        """The one request of a unary or server-stream call (exactly one is required)."""
+        requests = self.requests()
+        first = next(requests, _MISSING)
+        if first is _MISSING:
+            raise RpcError(StatusCode.INTERNAL, "expected one request message, got none")
+        if next(requests, _MISSING) is not _MISSING:
+            raise RpcError(StatusCode.INTERNAL, "expected one request message, got several")
+        return first
+
+    # -- responses -----------------------------------------------------------------
+
+    def send_initial_metadata(self, metadata: MetadataLike) -> None:
+        encoded = encode_metadata(metadata)
+        with self.transport.lock:
+            if self.headers_sent:
+                raise RuntimeError("initial metadata already sent")
+            self._initial_metadata.extend(encoded)
+            self._send_headers_locked()
+        self.transport.flush()
+
+    def set_trailing_metadata(self, metadata: MetadataLike) -> None:
+        self._trailing_metadata = encode_metadata(metadata)
+
+    def _send_headers_locked(self) -> None:
+        err = self.error()
+        if err is not None:
+            raise err
+        self.transport.check_open()
+        self.transport.conn.send_headers(
+            self.stream_id,
+            response_headers(self.head.content_type, self._initial_metadata),
+        )
+        self.headers_sent = True
+
+    def _frame(self, response: Any) -> bytes:
+        serialize = self.handler.response_serializer
+        try:
+            data = response if serialize is None else serialize(response)
+        except Exception as exc:
+            raise RpcError(StatusCode.INTERNAL, f"Exception serializing response: {exc}") from exc
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise RpcError(StatusCode.INTERNAL,
+                           f"handler returned {type(data).__name__}, expected bytes "
+                           "(set response_serializer)")
+        check_size(len(data), self.server.max_send_message_size, "Sent")
+        return encode_message(data)
+
+    def send_message(self, response: Any) -> None:
+        frame = self._frame(response)
+        with self.transport.lock:
+            if not self.headers_sent:
+                self._send_headers_locked()
+        self.transport.send_data(self.stream_id, frame, False, self.deadline, self.error)
+
+    def send_unary(self, response: Any) -> None:
+        """Headers, the reply and OK trailers in one write."""
+        frame = self._frame(response)
+        with self.transport.lock:
+            if not self.headers_sent:
+                self._send_headers_locked()
+        self.transport.send_data(self.stream_id, frame, True, self.deadline, self.error,
+                                 trailers=self._final_trailers(self.context.code or StatusCode.OK,
+                                                               self.context.details))
+        self._closed_by_us()
+
+    def _final_trailers(self, code: StatusCode, details: str) -> list[tuple[str, str]]:
+        return trailers(code, details, self._trailing_metadata,
+                        trailers_only=not self.headers_sent,
+                        content_type=self.head.content_type)
+
+    def finish(self, code: StatusCode, details: str = "") -> None:
+        """Send the status (trailers, or a trailers-only response) unless already done."""
+        with self.transport.lock:
+            if self.finished or self.cancelled is not None or self.transport.closed:
+                return
+            try:
+                self.transport.conn.send_headers(self.stream_id,
+                                                 self._final_trailers(code, details),
+                                                 end_stream=True)
+            except h2.exceptions.StreamClosedError:
+                return
+        try:
+            self.transport.flush()
+        except RpcError:
+            return
+        self._closed_by_us()
+
+    def _closed_by_us(self) -> None:
+        # Early server closure: if the client is still sending, tell it to stop
+        # (RST_STREAM NO_ERROR after the trailers, grpc "Early Server Closure").
+        with self.transport.lock:
+            self.finished = True
+            remote_open = not self.remote_closed
+        if remote_open:
+            self.transport.reset_stream(self.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+
+    # -- running -------------------------------------------------------------------
+
+    def run(self) -> None:
+        handler = self.handler
+        call_type = handler.call_type
+        args: tuple[Any, ...]
+        try:
+            if self.cancelled is not None:
+                return
+            if call_type.request_streaming:
+                args = (self.requests(),)
+            else:
+                args = (self.single_request(),)
+            if handler.takes_context:
+                args += (self.context,)
+            if call_type.response_streaming:
+                for response in handler.behavior(*args):
+                    self.send_message(response)
+                self.finish(self.context.code or StatusCode.OK, self.context.details)
+            else:
+                response = handler.behavior(*args)
+                if self.context.code not in (None, StatusCode.OK):
+                    self.finish(self.context.code, self.context.details)
+                else:
+                    self.send_unary(response)
+        except RpcError as exc:
+            if exc.trailing_metadata and not self._trailing_metadata:
+                self._trailing_metadata = encode_metadata(exc.trailing_metadata)
+            self.finish(exc.code, exc.details)
+        except Exception as exc:
+            log.exception("handler %s raised", self.head.path)
+            self.finish(StatusCode.UNKNOWN, f"Exception calling application: {exc}")
+        finally:
+            self.transport.call_done(self)
+            self._run_callbacks()
+
+
+_MISSING = object()
+
+
+class ServerConnection(H2Transport):
+    """One accepted connection: routes streams to handlers and feeds their inboxes."""
+
+    thread_name = "dubbo-server-conn"
+
+    def __init__(self, server: Server, sock: socket.socket) -> None:
+        super().__init__(sock, client_side=False,
+                         max_concurrent_streams=server.max_concurrent_streams)
+        self.server = server
+        self.calls: dict[int, ServerCall] = {}  # guarded by self.lock
+
+    def handle_events(self, events: list[h2.events.Event]) -> None:
+        for event in events:
+            if isinstance(event, h2.events.DataReceived):
+                call = self.calls.get(event.stream_id)
+                if call is None:
+                    # Stream already finished by us: the data still counts against the
+                    # connection window.
+                    with self.lock:
+                        self.conn.acknowledge_received_data(event.flow_controlled_length,
+                                                            event.stream_id)
+                    continue
+                try:
+                    credit = call.inbox.feed(event.data, event.flow_controlled_length)
+                except RpcError as exc:
+                    self._abort_call(call, exc)
+                    continue
+                if credit:
+                    with self.lock:
+                        self.conn.acknowledge_received_data(credit, event.stream_id)
+            elif isinstance(event, h2.events.RequestReceived):
+                self._start_call(event.stream_id, event.headers)
+            elif isinstance(event, h2.events.StreamEnded):
+                call = self.calls.get(event.stream_id)
+                if call is not None:
+                    self._remote_closed(call)
+            elif isinstance(event, h2.events.StreamReset):
+                call = self.calls.get(event.stream_id)
+                if call is not None:
+                    code = status_from_rst(event.error_code)
+                    call.cancel(CancelledError(code, "Cancelled by the client") if
+                                code is StatusCode.CANCELLED else RpcError(code, "stream reset"))
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self._cancel_all(UnavailableError(StatusCode.UNAVAILABLE,
+                                                  "client closed the connection"))
+
+    def _remote_closed(self, call: ServerCall) -> None:
+        with self.lock:
+            call.remote_closed = True
+        if not call.inbox.decoder.at_boundary():
+            self._abort_call(call, RpcError(StatusCode.INTERNAL,
+                                            "request stream ended inside a message"))
+        else:
+            call.inbox.end()
+
+    def _abort_call(self, call: ServerCall, error: RpcError) -> None:
+        """Bad input on a stream: answer with ``error``'s status and stop the handler."""
+        call.finish(error.code, error.details)
+        call.cancel(error)
+
+    def _reject(self, stream_id: int, error: RpcError, http_status: int = 200,
+                content_type: str = "application/grpc") -> None:
+        headers = trailers(error.code, error.details, trailers_only=True,
+                           content_type=content_type, http_status=http_status)
+        with self.lock:
+            self.conn.send_headers(stream_id, headers, end_stream=True)
+            try:
+                self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+            except h2.exceptions.StreamClosedError:
+                pass
+
+    def _start_call(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
+        try:
+            head = parse_request_headers(headers)
+        except RequestRejected as exc:
+            self._reject(stream_id, exc, exc.http_status)
+            return
+        handler = self.server.lookup(head)
+        if handler is None:
+            self._reject(stream_id, RpcError(StatusCode.UNIMPLEMENTED,
+                                             f"Method not found: {head.path}"),
+                         content_type=head.content_type)
+            return
+        if head.encoding not in (None, "identity"):
+            error = RpcError(StatusCode.UNIMPLEMENTED,
+                             f"grpc-encoding {head.encoding!r} is not supported; "
+                             "supported: identity")
+            self._reject(stream_id, error, content_type=head.content_type)
+            return
+        if self.server.stopping:
+            with self.lock:
+                self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        call = ServerCall(self.server, self, stream_id, head, handler)
+        with self.lock:
+            self.calls[stream_id] = call
+        self.server.submit(call)
+
+    def call_done(self, call: ServerCall) -> None:
+        with self.lock:
+            self.calls.pop(call.stream_id, None)
+        self.server.call_finished()
+
+    def _cancel_all(self, error: RpcError) -> None:
+        with self.lock:
+            calls = list(self.calls.values())
+        for call in calls:
+            call.cancel(error)
+
+    def connection_lost(self, error: RpcError) -> None:
+        self._cancel_all(error)
+        self.server.connection_closed(self)
+
+    def goaway(self) -> None:
+        try:
+            self.call_h2(self.conn.close_connection)
+        except (RpcError, h2.exceptions.ProtocolError):
+            pass
+
+
+class Server:
+    """Serves one ``ServiceConfig``'s service over Triple.
+
+    ``start()`` returns at once; serving goes on in threads until ``stop()``.
+    """
+
+    def __init__(self, service_config: ServiceConfig, *,
+                 max_workers: int = DEFAULT_MAX_WORKERS,
+                 max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS,
+                 max_receive_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+                 max_send_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        self.config = service_config
+        self.services: dict[str, RpcServiceHandler] = {}
+        self.add_service(service_config.service_handler)
+        self.max_workers = max_workers
+        self.max_concurrent_streams = max_concurrent_streams
+        self.max_receive_message_size = max_receive_message_size
+        self.max_send_message_size = max_send_message_size
+        self.stopping = False
+        self._lock = threading.Condition()  # guards _connections, _active, _listener
+        self._connections: set[ServerConnection] = set()
+        self._active = 0
+        self._listener: socket.socket | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._wakeup: tuple[socket.socket, socket.socket] | None = None
+        self._accept_thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self.port: int = service_config.port
+
+    def add_service(self, service: RpcServiceHandler) -> None:
+        self.services[service.service_name] = service
+
+    def lookup(self, head: RequestHead) -> RpcMethodHandler | None:
+        service = self.services.get(head.service)
+        return None if service is None else service.method_handlers.get(head.method)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> Server:
+        if self._listener is not None:
+            raise RuntimeError("server already started")
+        host = self.config.host
+        infos = socket.getaddrinfo(host, self.config.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        family, _, _, _, address = infos[0]
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(address)
+            listener.listen(512)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        self.port = listener.getsockname()[1]
+        self._wakeup = socket.socketpair()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(listener, selectors.EVENT_READ)
+        self._selector.register(self._wakeup[0], selectors.EVENT_READ)
+        self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="dubbo-worker")
+        self._accept_thread = threading.Thread(target=self._accept_loop,
+                                               name="dubbo-server-accept", daemon=True)
+        self._accept_thread.start()
+        log.info("serving %s on %s:%d", ", ".join(self.services), host, self.port)
+        return self
+
+    def _accept_loop(self) -> None:
+        assert self._selector is not None and self._listener is not None
+        while not self.stopping:
+            for key, _ in self._selector.select():
+                if key.fileobj is not self._listener:
+                    return
+                try:
+                    sock, _addr = self._listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    if self.stopping:
+                        return
+                    log.exception("accept failed")
+                    continue
+                sock.setblocking(True)
+                try:
+                    connection = ServerConnection(self, sock)
+                    with self._lock:
+                        if self.stopping:
+                            sock.close()
+                            return
+                        self._connections.add(connection)
+                    connection.start()
+                except Exception:
+                    log.exception("could not set up a connection")
+                    sock.close()
+
+    def submit(self, call: ServerCall) -> None:
+        with self._lock:
+            self._active += 1
+        assert self._pool is not None
+        try:
+            self._pool.submit(call.run)
+        except RuntimeError:  # pool shut down under us
+            self.call_finished()
+            call.cancel(UnavailableError(StatusCode.UNAVAILABLE, "server is stopping"))
+
+    def call_finished(self) -> None:
+        with self._lock:
+            self._active -= 1
+            self._lock.notify_all()
+
+    def connection_closed(self, connection: ServerConnection) -> None:
+        with self._lock:
+            self._connections.discard(connection)
+            self._lock.notify_all()
+
+    def stop(self, grace: float | None = 5.0) -> None:
+        """Stop serving: refuse new calls, let in-flight ones finish for ``grace``
+        seconds (``None``: wait for them), cancel the rest, then close every socket."""
+        with self._lock:
+            if self.stopping or self._listener is None:
+                return
+            self.stopping = True
+        assert self._wakeup is not None and self._selector is not None
+        self._wakeup[1].send(b"x")
+        if self._accept_thread is not None:
+            self._accept_thread.join()
+        self._selector.close()
+        self._listener.close()
+        for s in self._wakeup:
+            s.close()
+        deadline = Deadline.after(grace)
+        with self._lock:
+            while self._active:
+                if deadline is not None and deadline.expired():
+                    break
+                self._lock.wait(None if deadline is None else deadline.remaining())
+            connections = list(self._connections)
+        for connection in connections:
+            connection._cancel_all(CancelledError(StatusCode.CANCELLED, "server stopped"))
+            connection.goaway()
+            connection.close(UnavailableError(StatusCode.UNAVAILABLE, "server stopped"))
+        for connection in connections:
+            connection.join(5.0)
+        assert self._pool is not None
+        # Handlers were cancelled; one that ignores it must not hang stop() forever.
+        with self._lock:
+            self._lock.wait_for(lambda: self._active == 0, timeout=5.0)
+            stuck = self._active
+        self._pool.shutdown(wait=stuck == 0, cancel_futures=True)
+        if stuck:
+            log.warning("%d handler(s) still running after stop()", stuck)
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        """Block until ``stop()`` has run (from another thread or a signal handler)."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self.stopping and self._active == 0, timeout)
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,181 @@
+"""gRPC status codes, the error hierarchy, and the wire form of ``grpc-message``.
+
+Pure functions and value types only: no sockets, no threads.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Sequence
+from urllib.parse import unquote_to_bytes
+
+__all__ = [
+    "StatusCode",
+    "RpcError",
+    "CancelledError",
+    "DeadlineExceededError",
+    "UnavailableError",
+    "ProtocolError",
+    "error_for",
+    "encode_grpc_message",
+    "decode_grpc_message",
+    "status_from_http",
+    "status_from_rst",
+]
+
+
+class StatusCode(enum.IntEnum):
+    """The 17 gRPC status codes (grpc/doc/statuscodes.md)."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+    @classmethod
+    def from_wire(cls, value: Any) -> StatusCode:
+        """Parse a ``grpc-status`` value; anything unparseable is UNKNOWN (spec: never fail)."""
+        try:
+            return cls(int(value))
+        except (TypeError, ValueError):
+            return cls.UNKNOWN
+
+
+Metadata = Sequence[tuple[str, Any]]
+
+
+class RpcError(Exception):
+    """A call ended with a non-OK status.
+
+    Raised by client calls, and raised by handlers to end a call with a chosen status.
+    """
+
+    default_code = StatusCode.UNKNOWN
+
+    def __init__(
+        self,
+        code: StatusCode | None = None,
+        details: str = "",
+        trailing_metadata: Metadata | None = None,
+        *,
+        initial_metadata: Metadata | None = None,
+    ) -> None:
+        self.code = StatusCode(code) if code is not None else self.default_code
+        self.details = details or ""
+        self.trailing_metadata = list(trailing_metadata or ())
+        self.initial_metadata = list(initial_metadata or ())
+        super().__init__(self.code, self.details)
+
+    def __str__(self) -> str:
+        return f"<{type(self).__name__} {self.code.name}: {self.details}>"
+
+
+class CancelledError(RpcError):
+    """The call was cancelled: by the caller, the peer (RST_STREAM) or a shutdown."""
+
+    default_code = StatusCode.CANCELLED
+
+
+class DeadlineExceededError(RpcError):
+    """The call's deadline passed before it completed."""
+
+    default_code = StatusCode.DEADLINE_EXCEEDED
+
+
+class UnavailableError(RpcError):
+    """The connection could not be made or was lost; the call may be retried."""
+
+    default_code = StatusCode.UNAVAILABLE
+
+
+class ProtocolError(RpcError):
+    """The peer broke the Triple/gRPC wire protocol (bad framing, headers, sizes)."""
+
+    default_code = StatusCode.INTERNAL
+
+
+_ERROR_CLASSES = {
+    StatusCode.CANCELLED: CancelledError,
+    StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    StatusCode.UNAVAILABLE: UnavailableError,
+}
+
+
+def error_for(code: StatusCode, details: str = "", trailing_metadata: Metadata | None = None,
+              initial_metadata: Metadata | None = None) -> RpcError:
+    """The most specific ``RpcError`` subclass for ``code``."""
+    cls = _ERROR_CLASSES.get(code, RpcError)
+    return cls(code, details, trailing_metadata, initial_metadata=initial_metadata)
+
+
+# grpc PROTOCOL-HTTP2.md "Responses": bytes 0x20-0x7E pass except '%', everything else
+# is %XX. grpc-js decodes with decodeURI, so escaping more than that (e.g. '+') would
+# leave visible %2B there; grpcio escapes exactly this set and so do we.
+_MESSAGE_SAFE = frozenset(range(0x20, 0x7F)) - {ord("%")}
+_ESCAPE = [chr(b) if b in _MESSAGE_SAFE else f"%{b:02X}" for b in range(256)]
+
+
+def encode_grpc_message(message: str) -> str:
+    """Percent-encode ``message`` as UTF-8 for the ``grpc-message`` trailer."""
+    if message.isascii() and "%" not in message and message.isprintable():
+        return message
+    return "".join([_ESCAPE[b] for b in message.encode("utf-8")])
+
+
+def decode_grpc_message(raw: bytes | str) -> str:
+    """Decode a ``grpc-message`` value; never fails (spec: decoders must be lenient).
+
+    Java 3.3 and apache-dubbo send raw UTF-8, grpc-js's server uses encodeURI: all of
+    these decode correctly because percent-decoding leaves raw bytes alone.
+    """
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogateescape")
+    if b"%" in raw:
+        raw = unquote_to_bytes(raw)
+    return raw.decode("utf-8", "replace")
+
+
+# grpc doc/http-grpc-status-mapping.md, used only when grpc-status is absent.
+_HTTP_TO_STATUS = {
+    400: StatusCode.INTERNAL,
+    401: StatusCode.UNAUTHENTICATED,
+    403: StatusCode.PERMISSION_DENIED,
+    404: StatusCode.UNIMPLEMENTED,
+    429: StatusCode.UNAVAILABLE,
+    431: StatusCode.INTERNAL,
+    502: StatusCode.UNAVAILABLE,
+    503: StatusCode.UNAVAILABLE,
+    504: StatusCode.UNAVAILABLE,
+}
+
+
+def status_from_http(http_status: int) -> StatusCode:
+    """The gRPC code for an HTTP status of a response that carries no ``grpc-status``."""
+    return _HTTP_TO_STATUS.get(http_status, StatusCode.UNKNOWN)
+
+
+# grpc PROTOCOL-HTTP2.md "Errors": RST_STREAM error code -> status.
+_RST_TO_STATUS = {
+    0x7: StatusCode.UNAVAILABLE,  # REFUSED_STREAM: retryable
+    0x8: StatusCode.CANCELLED,  # CANCEL
+    0xB: StatusCode.RESOURCE_EXHAUSTED,  # ENHANCE_YOUR_CALM
+    0xC: StatusCode.PERMISSION_DENIED,  # INADEQUATE_SECURITY
+}
+
+
+def status_from_rst(error_code: int) -> StatusCode:
+    """The gRPC code for a stream reset by the peer before any status arrived."""
+    return _RST_TO_STATUS.get(int(error_code), StatusCode.INTERNAL)

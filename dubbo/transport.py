@@ -1,0 +1,338 @@
+"""One HTTP/2 connection over a blocking socket, shared by the server and the client.
+
+Threading model (the design card):
+
+* one reader thread per connection calls ``recv``, feeds h2 and dispatches events;
+* any thread may send. ``lock`` (a Condition) guards the h2 state machine; sends take
+  ``_send_lock`` so bytes drained from h2 reach the socket in the order h2 produced
+  them, and the h2 lock is never held across a blocking ``sendall``;
+* a sender whose flow-control window is closed waits on ``lock``; the reader notifies
+  it on WINDOW_UPDATE / SETTINGS, and a reset, cancel or close wakes it too.
+
+Received messages are acknowledged (their window reopened) as the consumer takes them
+once a stream has ``RECV_HIGH_WATER`` bytes waiting, so a slow consumer slows its peer
+and memory per stream stays bounded (grpclib's Buffer does the same).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+from typing import Any, Callable
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+from .deadline import Deadline
+from .frames import DEFAULT_MAX_MESSAGE_SIZE, MessageDecoder
+from .status import CancelledError, DeadlineExceededError, RpcError, StatusCode, UnavailableError
+
+log = logging.getLogger("dubbo.transport")
+
+RECV_SIZE = 256 * 1024
+STREAM_WINDOW = 1024 * 1024  # our per-stream receive window
+CONNECTION_WINDOW = 16 * 1024 * 1024  # our connection receive window
+MAX_FRAME_SIZE = 1024 * 1024  # largest DATA frame we accept
+RECV_HIGH_WATER = 1024 * 1024  # unconsumed bytes per stream before we stop reopening
+SEND_BATCH = 1024 * 1024  # bytes pushed into h2 per lock hold when sending a large message
+
+_END = object()
+# Events that may let a blocked sender go on (or must stop it).
+_WAKE_SENDERS = (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged,
+                 h2.events.StreamReset, h2.events.ConnectionTerminated)  # inbox marker: the peer half-closed the stream
+
+
+class Inbox:
+    """Messages received on one stream, in order, until the consumer takes them.
+
+    The reader thread ``put``s; one consumer thread ``get``s. ``_lock`` guards
+    ``buffered`` and ``deferred`` (bytes whose flow-control credit we hold back).
+    """
+
+    __slots__ = ("_queue", "_lock", "buffered", "deferred", "error", "done", "decoder",
+                 "drop_empty")
+
+    def __init__(self, max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self.buffered = 0
+        self.deferred = 0
+        self.error: RpcError | None = None
+        self.done = False  # the consumer has seen the end (or an error)
+        self.decoder = MessageDecoder(max_message_size)
+        self.drop_empty = False
+
+    def feed(self, data: bytes, flow_controlled: int) -> int:
+        """Decode ``data``; return how much credit to give back to the peer now."""
+        messages = self.decoder.feed(data)
+        with self._lock:
+            if self.buffered >= RECV_HIGH_WATER:
+                self.deferred += flow_controlled
+                ack = 0
+            else:
+                ack = flow_controlled
+            for message in messages:
+                if self.drop_empty and not message:
+                    continue
+                self.buffered += len(message)
+                self._queue.put(message)
+        return ack
+
+    def end(self) -> None:
+        self._queue.put(_END)
+
+    def fail(self, error: RpcError) -> None:
+        """Wake the consumer with ``error`` at once, ahead of queued messages."""
+        if self.error is None:
+            self.error = error
+        self._queue.put(_END)
+
+    def get(self, deadline: Deadline | None) -> tuple[bytes | None, int]:
+        """The next message (``None`` at the end) and the credit to give back.
+
+        Raises the stream's error (cancel, reset) or DEADLINE_EXCEEDED.
+        """
+        if self.error is not None:
+            self.done = True
+            raise self.error
+        if self.done:
+            return None, 0
+        try:
+            if deadline is None:
+                item = self._queue.get()
+            else:
+                item = self._queue.get(timeout=deadline.remaining())
+        except queue.Empty:
+            raise DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+        if self.error is not None:
+            self.done = True
+            raise self.error
+        if item is _END:
+            self.done = True
+            return None, 0
+        with self._lock:
+            self.buffered -= len(item)
+            credit = 0
+            if self.deferred and self.buffered < RECV_HIGH_WATER:
+                credit, self.deferred = self.deferred, 0
+        return item, credit
+
+
+class H2Transport:
+    """A socket plus its h2 state machine; subclasses handle the events."""
+
+    thread_name = "dubbo-conn"
+
+    def __init__(self, sock: socket.socket, client_side: bool,
+                 max_concurrent_streams: int | None = None) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        try:
+            peer = sock.getpeername()
+            family = "ipv6" if sock.family == socket.AF_INET6 else "ipv4"
+            self.peer = f"{family}:{peer[0]}:{peer[1]}" if family == "ipv4" \
+                else f"ipv6:[{peer[0]}]:{peer[1]}"
+        except OSError:
+            self.peer = "unknown"
+        config = h2.config.H2Configuration(client_side=client_side, header_encoding=None)
+        self.conn = h2.connection.H2Connection(config=config)
+        self.lock = threading.Condition()  # guards self.conn and closed/error
+        self._send_lock = threading.Lock()  # orders socket writes
+        self.closed = False
+        self.error: RpcError | None = None
+        self.thread: threading.Thread | None = None
+        self.conn.initiate_connection()
+        settings = {
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
+        }
+        if max_concurrent_streams is not None:
+            settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = max_concurrent_streams
+        self.conn.update_settings(settings)
+        self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+
+    # -- threads -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.flush()
+        self.thread = threading.Thread(target=self._read_loop, name=self.thread_name, daemon=True)
+        self.thread.start()
+
+    def _read_loop(self) -> None:
+        error: RpcError = UnavailableError(StatusCode.UNAVAILABLE, "connection closed by peer")
+        try:
+            recv = self.sock.recv
+            while True:
+                data = recv(RECV_SIZE)
+                if not data:
+                    break
+                with self.lock:
+                    if self.closed:
+                        break
+                    events = self.conn.receive_data(data)
+                    for event in events:
+                        if isinstance(event, _WAKE_SENDERS):
+                            self.lock.notify_all()
+                            break
+                self.handle_events(events)
+                self.flush()
+        except h2.exceptions.ProtocolError as exc:
+            log.warning("HTTP/2 protocol error from %s: %s", self.peer, exc)
+            error = UnavailableError(StatusCode.INTERNAL, f"HTTP/2 protocol error: {exc}")
+            try:
+                self.flush()  # h2 queued a GOAWAY for the peer
+            except OSError:
+                pass
+        except OSError as exc:
+            if not self.closed:
+                error = UnavailableError(StatusCode.UNAVAILABLE, f"connection lost: {exc}")
+        except Exception:  # a bug of ours: never die silently and leave calls hanging
+            log.exception("connection reader for %s failed", self.peer)
+            error = UnavailableError(StatusCode.INTERNAL, "connection reader failed")
+        self._terminate(error)
+
+    def _terminate(self, error: RpcError) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error = error
+            self.closed = True
+            self.lock.notify_all()
+        self.connection_lost(self.error or error)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def close(self, error: RpcError | None = None) -> None:
+        """Close the socket; the reader thread ends and fails what is in flight."""
+        with self.lock:
+            if error is not None and self.error is None:
+                self.error = error
+            self.closed = True
+            self.lock.notify_all()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        if self.thread is None:
+            self._terminate(error or CancelledError(StatusCode.CANCELLED, "closed"))
+
+    def join(self, timeout: float | None = None) -> None:
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
+
+    # -- sending -------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write what h2 has queued. Never holds ``lock`` across the blocking write."""
+        with self._send_lock:
+            with self.lock:
+                data = self.conn.data_to_send()
+            if data:
+                try:
+                    self.sock.sendall(data)
+                except OSError as exc:
+                    self.close(UnavailableError(StatusCode.UNAVAILABLE, f"connection lost: {exc}"))
+                    raise self.error or UnavailableError(StatusCode.UNAVAILABLE, str(exc)) from exc
+
+    def call_h2(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one h2 operation under the lock, then flush what it produced."""
+        with self.lock:
+            self.check_open()
+            result = fn(*args, **kwargs)
+        self.flush()
+        return result
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise self.error or UnavailableError(StatusCode.UNAVAILABLE, "connection closed")
+
+    def send_data(
+        self,
+        stream_id: int,
+        data: bytes,
+        end_stream: bool,
+        deadline: Deadline | None,
+        stream_error: Callable[[], RpcError | None],
+        trailers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """Send ``data`` on a stream as flow control allows, blocking while it is shut.
+
+        ``stream_error`` reports a reset or cancel of the stream, which ends the wait.
+        ``trailers``, when given, follow the data in the same write.
+        """
+        view = memoryview(data)
+        offset, total = 0, len(data)
+        while True:
+            with self.lock:
+                while True:
+                    err = stream_error()
+                    if err is not None:
+                        raise err
+                    self.check_open()
+                    window = self.conn.local_flow_control_window(stream_id)
+                    if window > 0 or offset == total:
+                        break
+                    if deadline is not None:
+                        remaining = deadline.remaining()
+                        if remaining <= 0:
+                            raise DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED,
+                                                        "Deadline Exceeded")
+                        self.lock.wait(remaining)
+                    else:
+                        self.lock.wait()
+                frame_size = self.conn.max_outbound_frame_size
+                budget = min(window, SEND_BATCH)
+                while offset < total and budget > 0:
+                    size = min(frame_size, budget, total - offset)
+                    last = offset + size == total
+                    self.conn.send_data(stream_id, view[offset : offset + size],
+                                        end_stream=end_stream and last and trailers is None)
+                    offset += size
+                    budget -= size
+                if offset == total:
+                    if total == 0 and (end_stream and trailers is None):
+                        self.conn.send_data(stream_id, b"", end_stream=True)
+                    if trailers is not None:
+                        self.conn.send_headers(stream_id, trailers, end_stream=True)
+            self.flush()
+            if offset == total:
+                return
+
+    def acknowledge(self, stream_id: int, credit: int) -> None:
+        """Give ``credit`` bytes of receive window back to the peer."""
+        if credit:
+            with self.lock:
+                if self.closed:
+                    return
+                self.conn.acknowledge_received_data(credit, stream_id)
+            self.flush()
+
+    def reset_stream(self, stream_id: int, error_code: int = h2.errors.ErrorCodes.CANCEL) -> None:
+        """Send RST_STREAM unless the stream is already closed on both sides."""
+        with self.lock:
+            if self.closed:
+                return
+            try:
+                self.conn.reset_stream(stream_id, error_code)
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                return
+            self.lock.notify_all()
+        try:
+            self.flush()
+        except RpcError:
+            pass
+
+    # -- events (subclasses) -------------------------------------------------------
+
+    def handle_events(self, events: list[h2.events.Event]) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def connection_lost(self, error: RpcError) -> None:  # pragma: no cover
+        raise NotImplementedError

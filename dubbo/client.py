@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import h2.errors
 import h2.events

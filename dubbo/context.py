@@ -5,7 +5,8 @@ Method names follow grpcio's ``ServicerContext`` so servicer code ports unchange
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, NoReturn
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .metadata import MetadataLike
 from .status import RpcError, StatusCode

@@ -19,7 +19,10 @@ def encode_timeout(seconds: float) -> str:
     Values are rounded up, so a positive timeout never goes out as 0; anything over
     the largest encodable value (about 11,400 years) is clamped to it.
     """
-    seconds = max(0.0, seconds)
+    if not seconds > 0:  # also NaN
+        return "0n"
+    if seconds >= _MAX_DIGITS * 3600:
+        return f"{_MAX_DIGITS}H"
     for unit, per_second in _UNITS:
         value = math.ceil(seconds * per_second)
         if value <= _MAX_DIGITS:

@@ -9,7 +9,7 @@ outgrows the live tail, never re-sliced per message.
 from __future__ import annotations
 
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 from .status import ProtocolError, RpcError, StatusCode
 

@@ -7,8 +7,9 @@ import logging
 import selectors
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import h2.errors
 import h2.events
@@ -27,7 +28,7 @@ from .metadata import (
     response_headers,
     trailers,
 )
-from .proxy.handlers import CallType, RpcMethodHandler, RpcServiceHandler
+from .proxy.handlers import RpcMethodHandler, RpcServiceHandler
 from .status import (
     CancelledError,
     DeadlineExceededError,

@@ -6,7 +6,8 @@ Pure functions and value types only: no sockets, no threads.
 from __future__ import annotations
 
 import enum
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 __all__ = [

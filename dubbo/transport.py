@@ -20,7 +20,8 @@ import logging
 import queue
 import socket
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -42,10 +43,10 @@ MAX_FRAME_SIZE = 1024 * 1024  # largest DATA frame we accept
 RECV_HIGH_WATER = 1024 * 1024  # unconsumed bytes per stream before we stop reopening
 SEND_BATCH = 1024 * 1024  # bytes pushed into h2 per lock hold when sending a large message
 
-_END = object()
+_END = object()  # inbox marker: the peer half-closed the stream
 # Events that may let a blocked sender go on (or must stop it).
 _WAKE_SENDERS = (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged,
-                 h2.events.StreamReset, h2.events.ConnectionTerminated)  # inbox marker: the peer half-closed the stream
+                 h2.events.StreamReset, h2.events.ConnectionTerminated)
 
 
 class Inbox:
@@ -147,14 +148,21 @@ class H2Transport:
         self.closed = False
         self.error: RpcError | None = None
         self.thread: threading.Thread | None = None
-        self.conn.initiate_connection()
+        # Our settings go in the preface's SETTINGS frame and are in force at once:
+        # accepting more than we advertised before the peer's ACK is harmless, and h2
+        # refreshes its frame-size limit only per receive_data() call, so a later
+        # update_settings() races an ACK and a large frame arriving in one read.
         settings = {
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
             h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 64 * 1024,
         }
         if max_concurrent_streams is not None:
             settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = max_concurrent_streams
-        self.conn.update_settings(settings)
+        self.conn.local_settings = h2.settings.Settings(client=client_side,
+                                                        initial_values=settings)
+        self.conn.max_inbound_frame_size = MAX_FRAME_SIZE
+        self.conn.initiate_connection()
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
 
     # -- threads -------------------------------------------------------------------

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 import inspect
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 __all__ = ["CallType", "RpcMethodHandler", "RpcServiceHandler"]
 

@@ -1,0 +1,39 @@
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "proto"))
+import greeter_pb2
+
+import dubbo
+from dubbo.configs import ReferenceConfig
+
+
+class GreeterServiceStub:
+    def __init__(self, client: dubbo.Client):
+        self.bidi_stream = client.bidi_stream(
+            method_name="biStream",
+            request_serializer=greeter_pb2.GreeterRequest.SerializeToString,
+            response_deserializer=greeter_pb2.GreeterReply.FromString,
+        )
+
+    def bi_stream(self, values):
+        return self.bidi_stream(values)
+
+
+if __name__ == "__main__":
+    reference_config = ReferenceConfig.from_url(
+        "tri://127.0.0.1:50051/org.apache.dubbo.samples.proto.Greeter"
+    )
+    dubbo_client = dubbo.Client(reference_config)
+
+    stub = GreeterServiceStub(dubbo_client)
+
+    # Iterator of request
+    def request_generator():
+        for item in ["hello", "world", "from", "dubbo-python"]:
+            yield greeter_pb2.GreeterRequest(name=str(item))
+
+    result = stub.bi_stream(request_generator())
+
+    for i in result:
+        print(f"Received response: {i.message}")

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(TESTS_DIR)
+
+# The package under test (repo root), the generated greeter_pb2 (samples/proto) and the
+# test helpers (tests/peers.py, imported as `peers`).
+for _path in (os.path.join(REPO_ROOT, "samples", "proto"), TESTS_DIR, REPO_ROOT):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+DEFAULT_TIMEOUT = 60  # seconds per test, unless a marker, --timeout or the ini says otherwise
+THREAD_SETTLE_SECONDS = 5.0
+
+
+def pytest_collection_modifyitems(config, items):
+    configured = config.getoption("timeout", None) is not None
+    try:
+        configured = configured or bool(config.getini("timeout"))
+    except ValueError:  # pytest-timeout not installed: nothing to configure
+        return
+    if configured:
+        return
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT))
+
+
+def _dubbo_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("dubbo") and t.is_alive()}
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_dubbo_threads():
+    """Every thread dubbo starts (all named "dubbo...") must be gone once the test's
+    servers and clients are closed. Autouse fixtures are set up first, so this
+    teardown runs after theirs."""
+    before = _dubbo_threads()
+    yield
+    deadline = time.monotonic() + THREAD_SETTLE_SECONDS
+    leaked = _dubbo_threads() - before
+    while leaked and time.monotonic() < deadline:
+        time.sleep(0.05)
+        leaked = _dubbo_threads() - before
+    if leaked:
+        names = sorted(t.name for t in leaked)
+        pytest.fail(
+            f"{len(leaked)} dubbo thread(s) still alive {THREAD_SETTLE_SECONDS:.0f} s "
+            f"after the test's servers and clients were closed: {names}",
+            pytrace=False,
+        )

@@ -28,7 +28,12 @@ def _float_or_none(value: Any) -> float | None:
 
 @dataclass
 class ServiceConfig:
-    """What a server serves and where: one service handler, host, port, protocol."""
+    """What a server serves and where: one service handler, host, port, protocol.
+
+    ``group`` and ``version`` name this provider the Dubbo way: requests carrying
+    ``tri-service-group``/``tri-service-version`` are routed on them.
+    ``compression`` compresses replies when the client accepts that encoding.
+    """
 
     service_handler: RpcServiceHandler
     host: str = "127.0.0.1"
@@ -36,6 +41,7 @@ class ServiceConfig:
     protocol: str = "tri"
     group: str | None = None
     version: str | None = None
+    compression: str | None = None
 
     def __post_init__(self) -> None:
         if self.protocol != "tri":
@@ -50,7 +56,9 @@ class ServiceConfig:
 class ReferenceConfig:
     """Which remote service a client calls: ``tri://host:port/service``.
 
-    ``timeout`` (seconds) is the default deadline of every call made through it.
+    ``timeout`` (seconds) is the default deadline of every call made through it. In a
+    URL, ``?timeout=`` is in milliseconds, as in every Dubbo URL (``timeout=3000``).
+    ``compression`` compresses every request of this reference (gzip, deflate, ...).
     """
 
     protocol: str = "tri"
@@ -63,6 +71,7 @@ class ReferenceConfig:
     load_balance: str | None = None
     cluster: str | None = None
     retries: int | None = None
+    compression: str | None = None
     parameters: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -70,19 +79,22 @@ class ReferenceConfig:
         scheme, host, port, path, params = _split_url(url, DEFAULT_PORT)
         if scheme != "tri":
             raise ValueError(f"unsupported protocol {scheme!r} in {url!r}: use tri://")
-        if not path:
+        service = params.get("service") or params.get("interface") or path
+        if not service:
             raise ValueError(f"no service in {url!r}: expected tri://host:port/service")
+        timeout_ms = _float_or_none(params.get("timeout"))
         return cls(
             protocol=scheme,
-            service=path,
+            service=service,
             host=host,
             port=port,
             group=params.get("group"),
             version=params.get("version"),
-            timeout=_float_or_none(params.get("timeout")),
+            timeout=None if timeout_ms is None else timeout_ms / 1000.0,
             load_balance=params.get("load_balance") or params.get("loadbalance"),
             cluster=params.get("cluster"),
             retries=int(params["retries"]) if params.get("retries") else None,
+            compression=params.get("compression"),
             parameters=params,
         )
 
@@ -98,6 +110,8 @@ class RegistryConfig:
     protocol: str = "zookeeper"
     host: str = "127.0.0.1"
     port: int = 2181
+    username: str | None = None
+    password: str | None = None
     load_balance: str | None = None
     group: str | None = None
     version: str | None = None
@@ -106,7 +120,9 @@ class RegistryConfig:
     @classmethod
     def from_url(cls, url: str) -> RegistryConfig:
         scheme, host, port, _path, params = _split_url(url, 2181)
-        return cls(protocol=scheme, host=host, port=port,
+        parts = urlsplit(url)
+        return cls(protocol=scheme, host=host, port=port, username=parts.username,
+                   password=parts.password,
                    load_balance=params.get("load_balance") or params.get("loadbalance"),
                    group=params.get("group"), version=params.get("version"), parameters=params)
 
@@ -116,3 +132,8 @@ class ApplicationConfig:
     """The application's name, sent to providers as ``tri-consumer-appname``."""
 
     name: str = "dubbo-python"
+    version: str | None = None
+    owner: str | None = None
+    organization: str | None = None
+    architecture: str | None = None
+    environment: str | None = None

@@ -10,7 +10,9 @@ __all__ = ["encode_timeout", "parse_timeout", "Deadline"]
 _MAX_DIGITS = 99_999_999  # the spec allows at most 8 digits
 # Finest unit first: the first one whose value fits in 8 digits keeps the most precision.
 _UNITS = (("n", 1e9), ("u", 1e6), ("m", 1e3), ("S", 1.0), ("M", 1 / 60), ("H", 1 / 3600))
-_PARSE_UNITS = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "S": 1.0, "M": 60.0, "H": 3600.0}
+# (multiplier, divisor): dividing by an exact power of ten keeps 100000u == 0.1 exactly.
+_PARSE_UNITS = {"n": (1, 10**9), "u": (1, 10**6), "m": (1, 10**3), "S": (1, 1), "M": (60, 1),
+                "H": (3600, 1)}
 
 
 def encode_timeout(seconds: float) -> str:
@@ -38,7 +40,8 @@ def parse_timeout(value: str | bytes) -> float:
     if not (1 <= len(digits) <= 8 and digits.isdigit() and digits.isascii()) \
             or unit not in _PARSE_UNITS:
         raise ValueError(f"malformed grpc-timeout {value!r}")
-    return int(digits) * _PARSE_UNITS[unit]
+    multiplier, divisor = _PARSE_UNITS[unit]
+    return int(digits) * multiplier / divisor
 
 
 class Deadline:

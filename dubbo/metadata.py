@@ -37,13 +37,19 @@ __all__ = [
 USER_AGENT = f"dubbo-python-triple/{__version__}"
 MetadataLike = Iterable[tuple[str, Any]]
 
-_KEY_RE = re.compile(r"^[0-9a-z_.\-]+$")
+_KEY_RE = re.compile(r"[0-9a-z_.\-]+")
 # Headers that carry protocol state, never user metadata (grpc PROTOCOL-HTTP2.md).
 _RESERVED = frozenset(
     b"content-type te grpc-timeout grpc-encoding grpc-accept-encoding grpc-status "
     b"grpc-message grpc-message-type".split()
 )
 _GRPC_CONTENT_TYPE = b"application/grpc"
+
+
+def _is_grpc_content_type(value: bytes) -> bool:
+    """``application/grpc`` alone or followed by ``+subtype`` or ``;params``
+    (not ``application/grpc-web``, a different protocol)."""
+    return value.startswith(_GRPC_CONTENT_TYPE) and value[16:17] in (b"", b"+", b";")
 
 
 def encode_metadata(metadata: MetadataLike | None) -> list[tuple[str, str]]:
@@ -56,8 +62,10 @@ def encode_metadata(metadata: MetadataLike | None) -> list[tuple[str, str]]:
     if not metadata:
         return out
     for key, value in metadata:
+        if not key.isascii():
+            raise ValueError(f"invalid metadata key {key!r}: use [0-9a-z_.-]")
         key = key.lower()
-        if not _KEY_RE.match(key) or key.startswith(":"):
+        if not _KEY_RE.fullmatch(key):
             raise ValueError(f"invalid metadata key {key!r}: use [0-9a-z_.-]")
         if key.startswith("grpc-") or key in ("content-type", "te"):
             raise ValueError(f"metadata key {key!r} is reserved for the protocol")
@@ -174,9 +182,10 @@ def parse_request_headers(headers: Sequence[tuple[bytes, bytes]]) -> RequestHead
         raise RequestRejected(405, StatusCode.INTERNAL,
                               f"method {h.get(b':method', b'').decode('latin-1')!r} not allowed")
     content_type = h.get(b"content-type", b"")
-    if not content_type.startswith(_GRPC_CONTENT_TYPE):
+    if not _is_grpc_content_type(content_type):
+        shown = content_type.decode("latin-1")
         raise RequestRejected(415, StatusCode.INTERNAL,
-                              f"invalid gRPC request content-type {content_type.decode('latin-1')!r}")
+                              f"invalid gRPC request content-type {shown!r}")
     path = h.get(b":path", b"").decode("utf-8", "replace")
     service, sep, method = path[1:].rpartition("/")
     if not path.startswith("/") or not sep or not service or not method:
@@ -260,15 +269,16 @@ def check_response_headers(headers: Sequence[tuple[bytes, bytes]]) -> ResponseSt
     h = dict(headers)
     if b"grpc-status" in h:
         return status_from_headers(headers)
-    http_status = int(h.get(b":status", b"0") or 0)
+    raw_status = h.get(b":status", b"")
+    http_status = int(raw_status) if raw_status.isdigit() else 0
     if http_status != 200:
         return ResponseStatus(status_from_http(http_status),
                               f"HTTP status {http_status} without grpc-status",
                               decode_metadata(headers))
     content_type = h.get(b"content-type", b"")
-    if not content_type.startswith(_GRPC_CONTENT_TYPE):
-        return ResponseStatus(StatusCode.UNKNOWN,
-                              f"invalid response content-type {content_type.decode('latin-1')!r}",
+    if not _is_grpc_content_type(content_type):
+        shown = content_type.decode("latin-1")
+        return ResponseStatus(StatusCode.UNKNOWN, f"invalid response content-type {shown!r}",
                               decode_metadata(headers))
     return None
 

@@ -37,6 +37,7 @@ from .status import (
     UnavailableError,
     status_from_rst,
 )
+from .timer import Scheduler, TimerHandle
 from .transport import H2Transport, Inbox
 
 __all__ = ["Server"]
@@ -45,6 +46,8 @@ log = logging.getLogger("dubbo.server")
 
 DEFAULT_MAX_WORKERS = 1000
 DEFAULT_MAX_CONCURRENT_STREAMS = 1000
+DEFAULT_KEEPALIVE_TIME = 7200.0  # grpc's server default: 2 hours
+DEFAULT_KEEPALIVE_TIMEOUT = 20.0
 
 
 class ServerCall:
@@ -56,7 +59,7 @@ class ServerCall:
 
     __slots__ = ("transport", "stream_id", "head", "handler", "inbox", "deadline",
                  "headers_sent", "finished", "cancelled", "remote_closed", "context",
-                 "_initial_metadata", "_trailing_metadata", "_callbacks", "server")
+                 "_initial_metadata", "_trailing_metadata", "_callbacks", "server", "timer")
 
     def __init__(self, server: Server, transport: ServerConnection, stream_id: int,
                  head: RequestHead, handler: RpcMethodHandler) -> None:
@@ -76,6 +79,9 @@ class ServerCall:
         self._initial_metadata: list[tuple[str, str]] = []
         self._trailing_metadata: list[tuple[str, str]] = []
         self._callbacks: list[Callable[[], Any]] | None = []
+        self.timer: TimerHandle | None = None
+        if head.timeout is not None:
+            self.timer = server.timer.call_later(head.timeout, self.expire)
 
     # -- state ---------------------------------------------------------------------
 
@@ -99,6 +105,33 @@ class ServerCall:
                 return
             self.cancelled = error
             self.transport.lock.notify_all()
+        self.inbox.fail(error)
+        self._run_callbacks()
+
+    def expire(self) -> None:
+        """The deadline passed (timer thread): answer DEADLINE_EXCEEDED now, even while
+        the handler is busy, reset the stream, and make the handler's next I/O raise."""
+        error = DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        with self.transport.lock:
+            if self.finished or self.cancelled is not None or self.transport.closed:
+                return
+            self.cancelled = error
+            self.finished = True
+            try:
+                self.transport.conn.send_headers(
+                    self.stream_id,
+                    self._final_trailers(StatusCode.DEADLINE_EXCEEDED, error.details),
+                    end_stream=True)
+                if not self.remote_closed:
+                    self.transport.conn.reset_stream(self.stream_id,
+                                                     h2.errors.ErrorCodes.CANCEL)
+            except h2.exceptions.ProtocolError:
+                pass
+            self.transport.lock.notify_all()
+        try:
+            self.transport.flush()
+        except RpcError:
+            pass
         self.inbox.fail(error)
         self._run_callbacks()
 
@@ -249,6 +282,7 @@ class ServerCall:
         handler = self.handler
         call_type = handler.call_type
         args: tuple[Any, ...]
+        result: Any = None
         try:
             if self.cancelled is not None:
                 return
@@ -259,7 +293,8 @@ class ServerCall:
             if handler.takes_context:
                 args += (self.context,)
             if call_type.response_streaming:
-                for response in handler.behavior(*args):
+                result = handler.behavior(*args)
+                for response in result:
                     self.send_message(response)
                 self.finish(self.context.code or StatusCode.OK, self.context.details)
             else:
@@ -276,6 +311,13 @@ class ServerCall:
             log.exception("handler %s raised", self.head.path)
             self.finish(StatusCode.UNKNOWN, f"Exception calling application: {exc}")
         finally:
+            if self.timer is not None:
+                self.timer.cancel()
+            if hasattr(result, "close"):
+                try:
+                    result.close()  # run the handler generator's finally blocks now
+                except Exception:
+                    log.exception("closing the handler of %s failed", self.head.path)
             self.transport.call_done(self)
             self._run_callbacks()
 
@@ -326,8 +368,12 @@ class ServerConnection(H2Transport):
                     call.cancel(CancelledError(code, "Cancelled by the client") if
                                 code is StatusCode.CANCELLED else RpcError(code, "stream reset"))
             elif isinstance(event, h2.events.ConnectionTerminated):
-                self._cancel_all(UnavailableError(StatusCode.UNAVAILABLE,
-                                                  "client closed the connection"))
+                # A client's GOAWAY only stops new streams; its calls end with the
+                # socket. An error code means the client gave up on all of them.
+                if event.error_code:
+                    self._cancel_all(UnavailableError(
+                        StatusCode.UNAVAILABLE,
+                        f"client sent GOAWAY (error code {int(event.error_code)})"))
 
     def _remote_closed(self, call: ServerCall) -> None:
         with self.lock:
@@ -360,10 +406,13 @@ class ServerConnection(H2Transport):
         except RequestRejected as exc:
             self._reject(stream_id, exc, exc.http_status)
             return
-        handler = self.server.lookup(head)
+        if self.server.stopping:
+            with self.lock:
+                self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        handler, miss = self.server.lookup(head)
         if handler is None:
-            self._reject(stream_id, RpcError(StatusCode.UNIMPLEMENTED,
-                                             f"Method not found: {head.path}"),
+            self._reject(stream_id, RpcError(StatusCode.UNIMPLEMENTED, miss),
                          content_type=head.content_type)
             return
         if head.encoding not in (None, "identity"):
@@ -372,14 +421,20 @@ class ServerConnection(H2Transport):
                              "supported: identity")
             self._reject(stream_id, error, content_type=head.content_type)
             return
-        if self.server.stopping:
-            with self.lock:
-                self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+        if not self.server.admit():
+            self._reject(stream_id, RpcError(
+                StatusCode.RESOURCE_EXHAUSTED,
+                f"server is at capacity ({self.server.max_workers} running calls and "
+                f"{self.server.max_pending_calls} waiting)"), content_type=head.content_type)
             return
         call = ServerCall(self.server, self, stream_id, head, handler)
         with self.lock:
             self.calls[stream_id] = call
         self.server.submit(call)
+
+    def drain(self) -> None:
+        """Graceful stop, step one: GOAWAY naming the last stream we will serve."""
+        self.send_goaway(self.conn.highest_inbound_stream_id)
 
     def call_done(self, call: ServerCall) -> None:
         with self.lock:
@@ -396,48 +451,88 @@ class ServerConnection(H2Transport):
         self._cancel_all(error)
         self.server.connection_closed(self)
 
-    def goaway(self) -> None:
-        try:
-            self.call_h2(self.conn.close_connection)
-        except (RpcError, h2.exceptions.ProtocolError):
-            pass
+    def cancel_remaining(self) -> None:
+        """Graceful stop, last step: RST_STREAM(CANCEL) whatever is still running."""
+        with self.lock:
+            calls = list(self.calls.values())
+        for call in calls:
+            call.cancel_locally()
 
 
 class Server:
-    """Serves one ``ServiceConfig``'s service over Triple.
+    """Serves services over Triple: ``start()`` returns at once, serving goes on in
+    threads until ``stop()``.
 
-    ``start()`` returns at once; serving goes on in threads until ``stop()``.
+    ``max_workers`` handlers run at once, one thread each; ``max_pending_calls`` more
+    may wait for a thread (``None``: no bound). A call beyond both is refused at once
+    with RESOURCE_EXHAUSTED rather than queued without bound.
     """
 
     def __init__(self, service_config: ServiceConfig, *,
                  max_workers: int = DEFAULT_MAX_WORKERS,
+                 max_pending_calls: int | None = None,
                  max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS,
                  max_receive_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-                 max_send_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+                 max_send_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+                 compression: str | None = None,
+                 keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME,
+                 keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT) -> None:
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
         self.config = service_config
-        self.services: dict[str, RpcServiceHandler] = {}
-        self.add_service(service_config.service_handler)
+        # service name -> {(group, version): handler}; filled before start(), read-only after.
+        self.services: dict[str, dict[tuple[str | None, str | None], RpcServiceHandler]] = {}
+        self.add_service(service_config.service_handler, group=service_config.group,
+                         version=service_config.version)
         self.max_workers = max_workers
+        self.max_pending_calls = max_pending_calls
         self.max_concurrent_streams = max_concurrent_streams
         self.max_receive_message_size = max_receive_message_size
         self.max_send_message_size = max_send_message_size
+        self.compression = compression or service_config.compression
+        self.keepalive_time = keepalive_time
+        self.keepalive_timeout = keepalive_timeout
         self.stopping = False
-        self._lock = threading.Condition()  # guards _connections, _active, _listener
+        self.timer = Scheduler("dubbo-server-timer")
+        self._lock = threading.Condition()  # guards _connections, _active, stopping
         self._connections: set[ServerConnection] = set()
-        self._active = 0
+        self._active = 0  # calls admitted and not yet finished (running or waiting)
         self._listener: socket.socket | None = None
         self._selector: selectors.BaseSelector | None = None
         self._wakeup: tuple[socket.socket, socket.socket] | None = None
         self._accept_thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._stopped = threading.Event()
         self.port: int = service_config.port
 
-    def add_service(self, service: RpcServiceHandler) -> None:
-        self.services[service.service_name] = service
+    def add_service(self, service: RpcServiceHandler, group: str | None = None,
+                    version: str | None = None) -> None:
+        """Serve one more service (or another group/version of one); before start()."""
+        self.services.setdefault(service.service_name, {})[(group or None, version or None)] = \
+            service
 
-    def lookup(self, head: RequestHead) -> RpcMethodHandler | None:
-        service = self.services.get(head.service)
-        return None if service is None else service.method_handlers.get(head.method)
+    def lookup(self, head: RequestHead) -> tuple[RpcMethodHandler | None, str]:
+        """The handler for a request, or ``None`` and why.
+
+        Routing follows Java's TriplePathResolver: group and version from the
+        ``tri-service-*`` headers must match; a request naming neither (any plain gRPC
+        client) reaches the service's default provider, or its only one.
+        """
+        providers = self.services.get(head.service)
+        if providers is None:
+            return None, f"Method not found: {head.path}"
+        group = (head.headers.get(b"tri-service-group") or b"").decode("latin-1") or None
+        version = (head.headers.get(b"tri-service-version") or b"").decode("latin-1") or None
+        service = providers.get((group, version))
+        if service is None and group is None and version is None:
+            service = providers.get((None, None))
+            if service is None and len(providers) == 1:
+                service = next(iter(providers.values()))
+        if service is None:
+            return None, (f"no provider of {head.service} for group={group or ''} "
+                          f"version={version or ''}")
+        handler = service.method_handlers.get(head.method)
+        return handler, "" if handler else f"Method not found: {head.path}"
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -494,13 +589,23 @@ class Server:
                             return
                         self._connections.add(connection)
                     connection.start()
+                    if self.keepalive_time:
+                        connection.start_keepalive(self.timer, self.keepalive_time,
+                                                   self.keepalive_timeout, lambda: True)
                 except Exception:
                     log.exception("could not set up a connection")
                     sock.close()
 
-    def submit(self, call: ServerCall) -> None:
+    def admit(self) -> bool:
+        """Count a new call in, unless the workers and the waiting room are full."""
         with self._lock:
+            if self.max_pending_calls is not None and \
+                    self._active >= self.max_workers + self.max_pending_calls:
+                return False
             self._active += 1
+            return True
+
+    def submit(self, call: ServerCall) -> None:
         assert self._pool is not None
         try:
             self._pool.submit(call.run)
@@ -519,12 +624,14 @@ class Server:
             self._lock.notify_all()
 
     def stop(self, grace: float | None = 5.0) -> None:
-        """Stop serving: refuse new calls, let in-flight ones finish for ``grace``
-        seconds (``None``: wait for them), cancel the rest, then close every socket."""
+        """Stop serving, gracefully: GOAWAY to every client so no new calls start,
+        in-flight calls get ``grace`` seconds to finish (``None``: as long as they
+        take), the rest are cancelled (RST_STREAM CANCEL), then every socket closes."""
         with self._lock:
             if self.stopping or self._listener is None:
                 return
             self.stopping = True
+            connections = list(self._connections)
         assert self._wakeup is not None and self._selector is not None
         self._wakeup[1].send(b"x")
         if self._accept_thread is not None:
@@ -533,6 +640,8 @@ class Server:
         self._listener.close()
         for s in self._wakeup:
             s.close()
+        for connection in connections:
+            connection.drain()
         deadline = Deadline.after(grace)
         with self._lock:
             while self._active:
@@ -541,11 +650,11 @@ class Server:
                 self._lock.wait(None if deadline is None else deadline.remaining())
             connections = list(self._connections)
         for connection in connections:
-            connection._cancel_all(CancelledError(StatusCode.CANCELLED, "server stopped"))
-            connection.goaway()
+            connection.cancel_remaining()
             connection.close(UnavailableError(StatusCode.UNAVAILABLE, "server stopped"))
         for connection in connections:
             connection.join(5.0)
+        self.timer.close()
         assert self._pool is not None
         # Handlers were cancelled; one that ignores it must not hang stop() forever.
         with self._lock:
@@ -554,11 +663,12 @@ class Server:
         self._pool.shutdown(wait=stuck == 0, cancel_futures=True)
         if stuck:
             log.warning("%d handler(s) still running after stop()", stuck)
+        self._stopped.set()
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
-        """Block until ``stop()`` has run (from another thread or a signal handler)."""
-        with self._lock:
-            return self._lock.wait_for(lambda: self.stopping and self._active == 0, timeout)
+        """Block until ``stop()`` has finished (called from another thread or a signal
+        handler); True unless ``timeout`` ran out first."""
+        return self._stopped.wait(timeout)
 
     def __enter__(self) -> Server:
         return self.start()

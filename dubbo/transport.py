@@ -20,6 +20,7 @@ import logging
 import queue
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,10 +30,12 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from hyperframe.frame import GoAwayFrame
 
 from .deadline import Deadline
 from .frames import DEFAULT_MAX_MESSAGE_SIZE, MessageDecoder
 from .status import CancelledError, DeadlineExceededError, RpcError, StatusCode, UnavailableError
+from .timer import Scheduler
 
 log = logging.getLogger("dubbo.transport")
 
@@ -148,6 +151,8 @@ class H2Transport:
         self.closed = False
         self.error: RpcError | None = None
         self.thread: threading.Thread | None = None
+        self.last_activity = time.monotonic()  # when bytes last arrived: liveness
+        self._keep_open_after_goaway()
         # Our settings go in the preface's SETTINGS frame and are in force at once:
         # accepting more than we advertised before the peer's ACK is harmless, and h2
         # refreshes its frame-size limit only per receive_data() call, so a later
@@ -180,6 +185,7 @@ class H2Transport:
                 data = recv(RECV_SIZE)
                 if not data:
                     break
+                self.last_activity = time.monotonic()
                 with self.lock:
                     if self.closed:
                         break
@@ -234,6 +240,77 @@ class H2Transport:
     def join(self, timeout: float | None = None) -> None:
         if self.thread is not None and self.thread is not threading.current_thread():
             self.thread.join(timeout)
+
+    # -- GOAWAY and keepalive ------------------------------------------------------
+
+    def _keep_open_after_goaway(self) -> None:
+        """h2 treats any GOAWAY, sent or received, as the end of the connection and
+        rejects every later frame. gRPC drains instead: streams at or below the
+        GOAWAY's last stream id run to completion (PROTOCOL-HTTP2.md "GOAWAY"). So the
+        state machine is put back after each GOAWAY; ``draining`` flags of our own
+        stop new streams."""
+        table = self.conn._frame_dispatch_table
+        receive_goaway = table[GoAwayFrame]
+
+        def receive_and_stay_open(frame: GoAwayFrame) -> Any:
+            state = self.conn.state_machine.state
+            result = receive_goaway(frame)
+            self.conn.state_machine.state = state
+            return result
+
+        table[GoAwayFrame] = receive_and_stay_open
+
+    def send_goaway(self, last_stream_id: int | None = None,
+                    error_code: int = h2.errors.ErrorCodes.NO_ERROR) -> None:
+        """Tell the peer to open no more streams; those up to ``last_stream_id`` go on."""
+        with self.lock:
+            if self.closed:
+                return
+            state = self.conn.state_machine.state
+            self.conn.close_connection(error_code, last_stream_id=last_stream_id)
+            self.conn.state_machine.state = state
+        try:
+            self.flush()
+        except RpcError:
+            pass
+
+    def start_keepalive(self, scheduler: Scheduler, interval: float, timeout: float,
+                        wanted: Callable[[], bool]) -> None:
+        """PING after ``interval`` s without incoming bytes (while ``wanted()``); close
+        the connection as UNAVAILABLE when nothing arrives within ``timeout`` s."""
+
+        def tick() -> None:
+            if self.closed:
+                return
+            idle = time.monotonic() - self.last_activity
+            if idle < interval or not wanted():
+                scheduler.call_later(max(interval - idle, 0.01), tick)
+                return
+            sent_at = time.monotonic()
+            # The timer thread never blocks on the socket: a peer that stopped reading
+            # could hold a write forever. The check below closes the socket, which
+            # frees that thread.
+            threading.Thread(target=self._send_ping, name="dubbo-keepalive", daemon=True).start()
+            scheduler.call_later(timeout, lambda: check(sent_at))
+
+        def check(sent_at: float) -> None:
+            if self.closed:
+                return
+            if self.last_activity < sent_at:
+                log.warning("no keepalive reply from %s within %.1fs: closing", self.peer,
+                            timeout)
+                self.close(UnavailableError(StatusCode.UNAVAILABLE,
+                                            f"keepalive ping not answered within {timeout}s"))
+                return
+            tick()
+
+        scheduler.call_later(interval, tick)
+
+    def _send_ping(self) -> None:
+        try:
+            self.call_h2(self.conn.ping, b"dubbo-ka")
+        except (RpcError, h2.exceptions.ProtocolError):
+            pass
 
     # -- sending -------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import Any
 import h2.errors
 import h2.events
 
+from . import compression as codecs
 from .configs import ApplicationConfig, ReferenceConfig
 from .deadline import Deadline
 from .frames import DEFAULT_MAX_MESSAGE_SIZE, check_size, encode_message
@@ -208,9 +209,12 @@ class ClientConnection(H2Transport):
                 final = check_response_headers(event.headers)
                 if final is not None:
                     call.set_status(final)
-                else:
-                    call.initial_metadata = decode_metadata(event.headers)
-                    call.headers_event.set()
+                    continue
+                call.initial_metadata = decode_metadata(event.headers)
+                call.headers_event.set()
+                encoding = dict(event.headers).get(b"grpc-encoding", b"identity")
+                if encoding != b"identity":
+                    self._use_response_encoding(call, encoding.decode("latin-1"))
             elif isinstance(event, h2.events.TrailersReceived):
                 call = calls.get(event.stream_id)
                 if call is not None:
@@ -239,6 +243,15 @@ class ClientConnection(H2Transport):
                 self.stream_closed(call)
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self._goaway(event.last_stream_id or 0, int(event.error_code))
+
+    def _use_response_encoding(self, call: ClientCall, name: str) -> None:
+        codec = codecs.get_codec(name)
+        if codec is None:  # compression.md: a response we cannot decode is INTERNAL
+            call.cancel(RpcError(StatusCode.INTERNAL,
+                                 f"response grpc-encoding {name!r} is not supported"))
+            return
+        limit = call.inbox.decoder.max_message_size
+        call.inbox.decoder.decompress = lambda data: codec.decompress(data, limit)
 
     def _goaway(self, last_stream_id: int, error_code: int) -> None:
         with self.lock:
@@ -352,22 +365,26 @@ class _Method:
         self._deserialize = response_deserializer
         self._path = f"/{client.reference.service}/{method_name}"
 
-    def _frame(self, request: Any) -> bytes:
+    def _frame(self, request: Any, codec: codecs.Codec | None) -> bytes:
         data = request if self._serialize is None else self._serialize(request)
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"request serialized to {type(data).__name__}, expected bytes "
                             "(set request_serializer)")
         check_size(len(data), self._client.max_send_message_size, "Sent")
-        return encode_message(data)
+        if codec is None:
+            return encode_message(data)
+        compressed, payload = codecs.compress_message(codec, bytes(data))
+        return encode_message(payload, compressed)
 
-    def _start(self, request: Any, timeout: float | None, metadata: MetadataLike | None
-               ) -> ClientCall:
+    def _start(self, request: Any, timeout: float | None, metadata: MetadataLike | None,
+               compression_name: str | None) -> ClientCall:
         client = self._client
         if timeout is None:
             timeout = client.reference.timeout
         deadline = Deadline.after(timeout)
-        headers = client.headers(self._path, timeout, metadata)
-        frame = None if self.request_streaming else self._frame(request)
+        codec = client.codec(compression_name)
+        headers = client.headers(self._path, timeout, metadata, codec)
+        frame = None if self.request_streaming else self._frame(request, codec)
         transport = client.connection()
         call = ClientCall(transport, deadline, client.max_receive_message_size)
         transport.open_stream(call, headers)
@@ -375,7 +392,8 @@ class _Method:
             transport.send_data(call.stream_id, frame, True, deadline, call.send_error)
         else:
             thread = threading.Thread(target=_send_requests,
-                                      args=(call, iter(request), self._frame),
+                                      args=(call, iter(request),
+                                            lambda r: self._frame(r, codec)),
                                       name="dubbo-client-sender", daemon=True)
             thread.start()
         return call
@@ -396,12 +414,15 @@ class _Method:
 
 class UnaryMethod(_Method):
     def __call__(self, request: Any, timeout: float | None = None,
-                 metadata: MetadataLike | None = None, with_call: bool = False) -> Any:
-        return self._unary_response(self._start(request, timeout, metadata), with_call)
+                 metadata: MetadataLike | None = None, with_call: bool = False,
+                 compression: str | None = None) -> Any:
+        call = self._start(request, timeout, metadata, compression)
+        return self._unary_response(call, with_call)
 
     def with_call(self, request: Any, timeout: float | None = None,
-                  metadata: MetadataLike | None = None) -> tuple[Any, Call]:
-        return self(request, timeout, metadata, with_call=True)  # type: ignore[no-any-return]
+                  metadata: MetadataLike | None = None,
+                  compression: str | None = None) -> tuple[Any, Call]:
+        return self(request, timeout, metadata, True, compression)  # type: ignore[no-any-return]
 
 
 class ClientStreamMethod(UnaryMethod):
@@ -410,8 +431,10 @@ class ClientStreamMethod(UnaryMethod):
 
 class ServerStreamMethod(_Method):
     def __call__(self, request: Any, timeout: float | None = None,
-                 metadata: MetadataLike | None = None) -> ResponseIterator:
-        return ResponseIterator(self._start(request, timeout, metadata), self._deserialize)
+                 metadata: MetadataLike | None = None,
+                 compression: str | None = None) -> ResponseIterator:
+        return ResponseIterator(self._start(request, timeout, metadata, compression),
+                                self._deserialize)
 
 
 class BidiStreamMethod(ServerStreamMethod):
@@ -445,7 +468,8 @@ class Client:
                  application: ApplicationConfig | None = None,
                  connect_timeout: float = 5.0,
                  max_receive_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-                 max_send_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+                 max_send_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+                 compression: str | None = None) -> None:
         if not reference.service:
             raise ValueError("ReferenceConfig has no service name")
         self.reference = reference
@@ -453,6 +477,8 @@ class Client:
         self.connect_timeout = connect_timeout
         self.max_receive_message_size = max_receive_message_size
         self.max_send_message_size = max_send_message_size
+        self.compression = codecs.codec_name(compression) or reference.compression
+        self.codec()  # fail fast on an unknown name
         self._lock = threading.Lock()  # guards _current, _connections, _closed
         self._current: ClientConnection | None = None
         self._connections: set[ClientConnection] = set()
@@ -489,10 +515,24 @@ class Client:
 
     # -- connections ---------------------------------------------------------------
 
-    def headers(self, path: str, timeout: float | None, metadata: MetadataLike | None
-                ) -> list[tuple[str, str]]:
+    def codec(self, name: Any = None) -> codecs.Codec | None:
+        """The codec for a call's requests: the call's choice, else the client's."""
+        name = codecs.codec_name(name) or self.compression
+        if name is None or name == "identity":
+            return None
+        codec = codecs.get_codec(name)
+        if codec is None:
+            raise ValueError(f"unsupported compression {name!r}; "
+                             f"supported: {codecs.accept_encoding_header()}")
+        return codec
+
+    def headers(self, path: str, timeout: float | None, metadata: MetadataLike | None,
+                codec: codecs.Codec | None = None) -> list[tuple[str, str]]:
         return request_headers(path, self._authority, timeout=timeout,
-                               metadata=encode_metadata(metadata), extra=self._extra_headers)
+                               metadata=encode_metadata(metadata),
+                               accept_encoding=codecs.accept_encoding_header(),
+                               encoding=codec.name if codec is not None else None,
+                               extra=self._extra_headers)
 
     def connection(self) -> ClientConnection:
         """The shared connection, (re)connecting when there is none usable."""

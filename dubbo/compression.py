@@ -240,6 +240,14 @@ SUPPORTED: tuple[str, ...] = tuple(_CODECS)
 _ACCEPT_HEADER = ",".join(SUPPORTED)
 
 
+def codec_name(name: Any) -> str | None:
+    """A codec name from a string, ``None``, or grpcio's ``grpc.Compression`` enum
+    (NoCompression 0, Deflate 1, Gzip 2), so grpcio-style code ports unchanged."""
+    if name is None or isinstance(name, str):
+        return name
+    return {0: None, 1: "deflate", 2: "gzip"}[int(getattr(name, "value", name))]
+
+
 def get_codec(name: str) -> Codec | None:
     """The codec for a ``grpc-encoding`` value (case-insensitive, trimmed), or None."""
     return _CODECS.get(name.strip().lower())

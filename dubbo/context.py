@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from . import compression
 from .metadata import MetadataLike
 from .status import RpcError, StatusCode
 
@@ -15,6 +16,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from .server import ServerCall
 
 __all__ = ["ServicerContext"]
+
+
+def _status_code(code: Any) -> StatusCode:
+    """Our StatusCode from ours, an int, or grpcio's enum (whose value is (int, str))."""
+    value = getattr(code, "value", code)
+    if isinstance(value, tuple):
+        value = value[0]
+    return StatusCode(int(value))
 
 
 class ServicerContext:
@@ -61,11 +70,27 @@ class ServicerContext:
     def set_details(self, details: str) -> None:
         self.details = details
 
-    def abort(self, code: StatusCode, details: str = "") -> NoReturn:
-        """End the call with ``code`` and ``details``; raises, never returns."""
-        if code == StatusCode.OK:
+    def abort(self, code: Any, details: str = "") -> NoReturn:
+        """End the call with ``code`` and ``details``; raises, never returns.
+
+        ``code`` may be a ``StatusCode``, an int, or a ``grpc.StatusCode``.
+        """
+        status = _status_code(code)
+        if status == StatusCode.OK:
             raise ValueError("abort() needs a non-OK status code")
-        raise RpcError(code, details)
+        raise RpcError(status, details)
+
+    def abort_with_status(self, status: Any) -> NoReturn:
+        """grpcio's form: ``status`` has ``code``, ``details`` and ``trailing_metadata``
+        (e.g. from ``grpc_status.rpc_status.to_status``, carrying
+        ``grpc-status-details-bin``)."""
+        raise RpcError(_status_code(status.code), status.details or "",
+                       getattr(status, "trailing_metadata", None) or ())
+
+    def set_compression(self, name: str | None) -> None:
+        """Compress this call's replies with ``name`` ("gzip", "deflate", ...) if the
+        client accepts it; must come before the first reply."""
+        self._call.set_compression(compression.codec_name(name))
 
     def cancel(self) -> None:
         """Cancel the call from the server side (RST_STREAM CANCEL)."""

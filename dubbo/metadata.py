@@ -120,6 +120,7 @@ def request_headers(
     metadata: Sequence[tuple[str, str]] = (),
     content_type: str = "application/grpc+proto",
     accept_encoding: str | None = None,
+    encoding: str | None = None,
     extra: Sequence[tuple[str, str]] = (),
 ) -> list[tuple[str, str]]:
     """The request HEADERS block; ``metadata`` must already be ``encode_metadata``-ed.
@@ -137,6 +138,8 @@ def request_headers(
     headers.append(("content-type", content_type))
     headers.append(("te", "trailers"))
     headers.append(("user-agent", USER_AGENT))
+    if encoding:
+        headers.append(("grpc-encoding", encoding))
     if accept_encoding:
         headers.append(("grpc-accept-encoding", accept_encoding))
     headers.extend(extra)

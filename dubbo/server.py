@@ -15,6 +15,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 
+from . import compression
 from .configs import ServiceConfig
 from .context import ServicerContext
 from .deadline import Deadline
@@ -59,7 +60,8 @@ class ServerCall:
 
     __slots__ = ("transport", "stream_id", "head", "handler", "inbox", "deadline",
                  "headers_sent", "finished", "cancelled", "remote_closed", "context",
-                 "_initial_metadata", "_trailing_metadata", "_callbacks", "server", "timer")
+                 "_initial_metadata", "_trailing_metadata", "_callbacks", "server", "timer",
+                 "response_codec")
 
     def __init__(self, server: Server, transport: ServerConnection, stream_id: int,
                  head: RequestHead, handler: RpcMethodHandler) -> None:
@@ -70,8 +72,16 @@ class ServerCall:
         self.handler = handler
         self.inbox = Inbox(server.max_receive_message_size)
         self.inbox.drop_empty = head.drops_empty_messages
+        if head.encoding not in (None, "identity"):
+            codec = compression.get_codec(head.encoding)
+            assert codec is not None  # unsupported encodings are refused before this
+            limit = server.max_receive_message_size
+            self.inbox.decoder.decompress = lambda data: codec.decompress(data, limit)
+        self.response_codec: compression.Codec | None = None
         self.deadline = Deadline.after(head.timeout)
         self.headers_sent = False
+        if server.compression:
+            self.set_compression(server.compression)
         self.finished = False
         self.cancelled: RpcError | None = None
         self.remote_closed = False
@@ -203,14 +213,28 @@ class ServerCall:
     def set_trailing_metadata(self, metadata: MetadataLike) -> None:
         self._trailing_metadata = encode_metadata(metadata)
 
+    def set_compression(self, name: str | None) -> None:
+        """Compress replies with ``name`` if the client accepts it (else send them plain:
+        a server must not use an encoding the client did not list)."""
+        if self.headers_sent:
+            raise RuntimeError("set_compression() must come before the first reply")
+        if name is not None and name != "identity" and compression.get_codec(name) is None:
+            raise ValueError(f"unsupported compression {name!r}; "
+                             f"supported: {compression.accept_encoding_header()}")
+        chosen = compression.choose_response_encoding(name, self.head.accept_encoding)
+        self.response_codec = compression.get_codec(chosen) if chosen else None
+
     def _send_headers_locked(self) -> None:
         err = self.error()
         if err is not None:
             raise err
         self.transport.check_open()
+        codec = self.response_codec
         self.transport.conn.send_headers(
             self.stream_id,
-            response_headers(self.head.content_type, self._initial_metadata),
+            response_headers(self.head.content_type, self._initial_metadata,
+                             accept_encoding=compression.accept_encoding_header(),
+                             encoding=codec.name if codec is not None else None),
         )
         self.headers_sent = True
 
@@ -225,7 +249,10 @@ class ServerCall:
                            f"handler returned {type(data).__name__}, expected bytes "
                            "(set response_serializer)")
         check_size(len(data), self.server.max_send_message_size, "Sent")
-        return encode_message(data)
+        if self.response_codec is None:
+            return encode_message(data)
+        compressed, payload = compression.compress_message(self.response_codec, bytes(data))
+        return encode_message(payload, compressed)
 
     def send_message(self, response: Any) -> None:
         frame = self._frame(response)
@@ -390,8 +417,9 @@ class ServerConnection(H2Transport):
         call.cancel(error)
 
     def _reject(self, stream_id: int, error: RpcError, http_status: int = 200,
-                content_type: str = "application/grpc") -> None:
-        headers = trailers(error.code, error.details, trailers_only=True,
+                content_type: str = "application/grpc",
+                extra: list[tuple[str, str]] | None = None) -> None:
+        headers = trailers(error.code, error.details, extra or (), trailers_only=True,
                            content_type=content_type, http_status=http_status)
         with self.lock:
             self.conn.send_headers(stream_id, headers, end_stream=True)
@@ -415,11 +443,11 @@ class ServerConnection(H2Transport):
             self._reject(stream_id, RpcError(StatusCode.UNIMPLEMENTED, miss),
                          content_type=head.content_type)
             return
-        if head.encoding not in (None, "identity"):
-            error = RpcError(StatusCode.UNIMPLEMENTED,
-                             f"grpc-encoding {head.encoding!r} is not supported; "
-                             "supported: identity")
-            self._reject(stream_id, error, content_type=head.content_type)
+        if head.encoding not in (None, "identity") and \
+                compression.get_codec(head.encoding) is None:
+            self._reject(stream_id, compression.unsupported_encoding_error(head.encoding),
+                         content_type=head.content_type,
+                         extra=[("grpc-accept-encoding", compression.accept_encoding_header())])
             return
         if not self.server.admit():
             self._reject(stream_id, RpcError(

@@ -83,6 +83,15 @@ class RpcError(Exception):
     def __str__(self) -> str:
         return f"<{type(self).__name__} {self.code.name}: {self.details}>"
 
+    @property
+    def status_details(self) -> bytes | None:
+        """The serialized ``google.rpc.Status`` of a rich error (``grpc-status-details-bin``),
+        or ``None``; parse it with ``google.rpc.status_pb2.Status.FromString``."""
+        for key, value in self.trailing_metadata:
+            if key == "grpc-status-details-bin":
+                return value if isinstance(value, bytes) else str(value).encode()
+        return None
+
 
 class CancelledError(RpcError):
     """The call was cancelled: by the caller, the peer (RST_STREAM) or a shutdown."""

@@ -4,8 +4,10 @@ connection feeding each call's inbox, and a sender thread per request-streaming 
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,6 +36,7 @@ from .status import (
     error_for,
     status_from_rst,
 )
+from .timer import Scheduler
 from .transport import H2Transport, Inbox
 
 __all__ = ["Client", "Call", "ResponseIterator"]
@@ -461,15 +464,31 @@ def _send_requests(call: ClientCall, requests: Iterator[Any],
         call.cancel(error)
 
 
+# Reconnect backoff (grpc connection-backoff.md, scaled down for a local client): the
+# first reconnect is immediate; after a failed connect, attempts are spaced 0.1 s,
+# then x1.6 each time (+-20 % jitter) up to 5 s. Calls meanwhile fail fast.
+BACKOFF_INITIAL = 0.1
+BACKOFF_MULTIPLIER = 1.6
+BACKOFF_MAX = 5.0
+BACKOFF_JITTER = 0.2
+
+
 class Client:
-    """Calls one remote service. Thread-safe: share one client between threads."""
+    """Calls one remote service. Thread-safe: share one client between threads.
+
+    ``keepalive_time`` (seconds, off by default as in grpc) sends a PING when a
+    connection with calls in flight has been silent that long; no answer within
+    ``keepalive_timeout`` fails its calls with UNAVAILABLE instead of hanging.
+    """
 
     def __init__(self, reference: ReferenceConfig, *,
                  application: ApplicationConfig | None = None,
                  connect_timeout: float = 5.0,
                  max_receive_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
                  max_send_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-                 compression: str | None = None) -> None:
+                 compression: str | None = None,
+                 keepalive_time: float | None = None,
+                 keepalive_timeout: float = 20.0) -> None:
         if not reference.service:
             raise ValueError("ReferenceConfig has no service name")
         self.reference = reference
@@ -479,10 +498,16 @@ class Client:
         self.max_send_message_size = max_send_message_size
         self.compression = codecs.codec_name(compression) or reference.compression
         self.codec()  # fail fast on an unknown name
-        self._lock = threading.Lock()  # guards _current, _connections, _closed
+        self.keepalive_time = keepalive_time
+        self.keepalive_timeout = keepalive_timeout
+        self._timer: Scheduler | None = None
+        self._lock = threading.Lock()  # guards _current, _connections, _closed, backoff
         self._current: ClientConnection | None = None
         self._connections: set[ClientConnection] = set()
         self._closed = False
+        self._backoff = 0.0  # the last backoff interval; 0 after a good connect
+        self._retry_at = 0.0  # no connect attempt before this (monotonic)
+        self._connect_error = ""
         extra = []
         if reference.version:
             extra.append(("tri-service-version", reference.version))
@@ -543,15 +568,32 @@ class Client:
             if current is not None and not current.closed and not current.draining:
                 return current
             address = (self.reference.host, self.reference.port)
+            now = time.monotonic()
+            if now < self._retry_at:
+                raise UnavailableError(
+                    StatusCode.UNAVAILABLE,
+                    f"failed to connect to {address[0]}:{address[1]} ({self._connect_error}); "
+                    f"next attempt in {self._retry_at - now:.2f}s")
             try:
                 sock = socket.create_connection(address, timeout=self.connect_timeout)
             except OSError as exc:
+                self._backoff = min(BACKOFF_MAX, self._backoff * BACKOFF_MULTIPLIER) \
+                    if self._backoff else BACKOFF_INITIAL
+                jitter = 1 + random.uniform(-BACKOFF_JITTER, BACKOFF_JITTER)
+                self._retry_at = time.monotonic() + self._backoff * jitter
+                self._connect_error = str(exc)
                 raise UnavailableError(
                     StatusCode.UNAVAILABLE,
                     f"failed to connect to {address[0]}:{address[1]}: {exc}") from exc
+            self._backoff = self._retry_at = 0.0
             sock.settimeout(None)
             connection = ClientConnection(sock, self._connection_idle)
             connection.start()
+            if self.keepalive_time:
+                if self._timer is None:
+                    self._timer = Scheduler("dubbo-client-timer")
+                connection.start_keepalive(self._timer, self.keepalive_time,
+                                           self.keepalive_timeout, lambda: bool(connection.calls))
             self._current = connection
             self._connections.add(connection)
             return connection
@@ -577,6 +619,8 @@ class Client:
             connection.close(CancelledError(StatusCode.CANCELLED, "client closed"))
         for connection in connections:
             connection.join(5.0)
+        if self._timer is not None:
+            self._timer.close()
 
     def __enter__(self) -> Client:
         return self

@@ -62,7 +62,7 @@ class ClientCall:
         self.deadline = deadline
         self.status: ResponseStatus | None = None
         self.initial_metadata: list[tuple[str, str | bytes]] | None = None
-        self.headers_event = threading.Event()
+        self.headers_event: threading.Event | None = None  # made by a waiter, if any
         self.local_error: RpcError | None = None  # cancel, deadline, request iterator failure
         self.ended = False  # the stream is closed both ways, or reset
 
@@ -82,7 +82,7 @@ class ClientCall:
             self.transport.lock.notify_all()
         if self.initial_metadata is None:
             self.initial_metadata = []
-        self.headers_event.set()
+        self.headers_arrived()
 
     def fail(self, error: RpcError) -> None:
         """The stream is dead before a status arrived."""
@@ -91,7 +91,7 @@ class ClientCall:
                 self.status = ResponseStatus(error.code, error.details, [])
             self.transport.lock.notify_all()
         self.inbox.fail(error_for(self.status.code, self.status.details, self.status.metadata))
-        self.headers_event.set()
+        self.headers_arrived()
 
     def cancel(self, error: RpcError) -> bool:
         """Cancel locally: RST_STREAM(CANCEL) and fail every waiter. False if already over."""
@@ -103,8 +103,27 @@ class ClientCall:
         self.transport.reset_stream(self.stream_id, h2.errors.ErrorCodes.CANCEL)
         self.transport.stream_closed(self)
         self.inbox.fail(error)
-        self.headers_event.set()
+        self.headers_arrived()
         return True
+
+    def headers_arrived(self) -> None:
+        """Wake a thread waiting in ``wait_headers`` (most calls have none: an Event
+        per call would cost more than the rest of a small unary call's bookkeeping)."""
+        event = self.headers_event
+        if event is not None:
+            event.set()
+
+    def wait_headers(self) -> None:
+        if self.initial_metadata is not None or self.status is not None:
+            return
+        with self.transport.lock:
+            if self.headers_event is None:
+                self.headers_event = threading.Event()
+            event = self.headers_event
+        # Re-check after publishing the event: the reader sets the field, then looks
+        # for an event, so one of the two sides always sees the other.
+        if self.initial_metadata is None and self.status is None:
+            event.wait(None if self.deadline is None else self.deadline.remaining())
 
     def read(self) -> bytes | None:
         """The next response message, ``None`` at a clean end; raises the call's error."""
@@ -153,8 +172,8 @@ class ClientConnection(H2Transport):
                 self.check_open()
                 if self.draining:
                     raise UnavailableError(StatusCode.UNAVAILABLE, "connection is draining")
-                limit = self.conn.remote_settings.max_concurrent_streams
-                if self.conn.open_outbound_streams < limit:
+                # len(calls), not h2's open_outbound_streams, which walks every stream.
+                if len(self.calls) < self.conn.remote_settings.max_concurrent_streams:
                     break
                 if call.deadline is not None:
                     if call.deadline.expired():
@@ -214,7 +233,7 @@ class ClientConnection(H2Transport):
                     call.set_status(final)
                     continue
                 call.initial_metadata = decode_metadata(event.headers)
-                call.headers_event.set()
+                call.headers_arrived()
                 encoding = dict(event.headers).get(b"grpc-encoding", b"identity")
                 if encoding != b"identity":
                     self._use_response_encoding(call, encoding.decode("latin-1"))
@@ -285,8 +304,7 @@ class Call:
         self._call = call
 
     def initial_metadata(self) -> list[tuple[str, str | bytes]]:
-        self._call.headers_event.wait(None if self._call.deadline is None
-                                      else self._call.deadline.remaining())
+        self._call.wait_headers()
         return list(self._call.initial_metadata or ())
 
     def trailing_metadata(self) -> list[tuple[str, str | bytes]] | None:

@@ -41,6 +41,9 @@ def check_size(size: int, limit: int | None, direction: str) -> None:
         )
 
 
+_LARGE_BODY = 64 * 1024  # bodies at least this big are gathered as chunks, joined once
+
+
 class MessageDecoder:
     """Turns a byte stream into message payloads.
 
@@ -48,9 +51,14 @@ class MessageDecoder:
     Compressed-Flag is 1; without it such a message is a protocol error (compression.md
     test case 6). The size limit is checked on the length prefix, before the body is
     buffered, so an oversize message never reaches memory.
+
+    Small messages are parsed out of one buffer. A large body split over many DATA
+    frames is kept as the list of its pieces and joined once when complete: one copy,
+    where growing a buffer and slicing the message out of it would cost three.
     """
 
-    __slots__ = ("_buf", "_pos", "max_message_size", "decompress")
+    __slots__ = ("_buf", "_pos", "_chunks", "_need", "_flag", "max_message_size",
+                 "decompress")
 
     def __init__(
         self,
@@ -59,38 +67,66 @@ class MessageDecoder:
     ) -> None:
         self._buf = bytearray()
         self._pos = 0
+        self._chunks: list[bytes | memoryview] = []
+        self._need = 0  # body bytes still missing from _chunks
+        self._flag = 0
         self.max_message_size = max_message_size
         self.decompress = decompress
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as a message."""
-        return len(self._buf) - self._pos
+        gathered = HEADER_SIZE + sum(len(c) for c in self._chunks) if self._need else 0
+        return len(self._buf) - self._pos + gathered
 
     def at_boundary(self) -> bool:
         """True when no partial message is pending (a stream may end here)."""
-        return len(self._buf) == self._pos
+        return len(self._buf) == self._pos and not self._need
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Add ``data``; return every message it completes, in order."""
+        """Add ``data``; return every message it completes, in order.
+
+        ``data`` must not change afterwards (pieces of it may be kept until the
+        message they belong to is complete).
+        """
+        messages: list[bytes] = []
+        if self._need:
+            if len(data) < self._need:
+                self._chunks.append(data)
+                self._need -= len(data)
+                return messages
+            view = memoryview(data)
+            self._chunks.append(view[: self._need])
+            data = view[self._need :]
+            payload = b"".join(self._chunks)
+            self._chunks = []
+            self._need = 0
+            messages.append(self._finish(self._flag, payload))
+            if not data:
+                return messages
         buf = self._buf
         if self._pos == len(buf):
             # Common case: nothing pending. Parse straight out of ``data``.
             buf.clear()
             self._pos = 0
-            messages, used = self._parse(data, 0)
+            used = self._parse(data, 0, messages, owned=True)
             if used < len(data):
-                buf += memoryview(data)[used:]
+                buf += data[used:]
             return messages
         buf += data
-        messages, self._pos = self._parse(buf, self._pos)
-        if self._pos and self._pos >= len(buf) - self._pos:
+        self._pos = self._parse(buf, self._pos, messages, owned=False)
+        if self._pos == len(buf) or self._pos >= len(buf) - self._pos:
             del buf[: self._pos]
             self._pos = 0
         return messages
 
-    def _parse(self, data: bytes | bytearray, pos: int) -> tuple[list[bytes], int]:
-        messages: list[bytes] = []
+    def _parse(self, data: bytes | bytearray | memoryview, pos: int, messages: list[bytes],
+               owned: bool) -> int:
+        """Append the complete messages in ``data[pos:]``; return where parsing stopped.
+
+        ``owned``: ``data`` is immutable, so a large body's first piece may be kept as a
+        view instead of copied.
+        """
         end = len(data)
         unpack = _HEADER.unpack_from
         limit = self.max_message_size
@@ -101,17 +137,28 @@ class MessageDecoder:
             if limit is not None and length > limit:
                 check_size(length, limit, "Received")
             start = pos + HEADER_SIZE
-            if end - start < length:
-                break
-            payload = bytes(data[start : start + length])
+            available = end - start
+            if available < length:
+                if length < _LARGE_BODY:
+                    break  # small: wait in the buffer for the rest
+                piece = memoryview(data)[start:end]
+                self._chunks = [piece if owned else piece.tobytes()]
+                self._need = length - available
+                self._flag = flag
+                return end
+            payload = bytes(memoryview(data)[start : start + length])
             pos = start + length
-            if flag:
-                if self.decompress is None:
-                    raise ProtocolError(
-                        StatusCode.INTERNAL,
-                        "compressed message received but the stream has no grpc-encoding",
-                    )
-                payload = self.decompress(payload)
-                check_size(len(payload), limit, "Received decompressed")
-            messages.append(payload)
-        return messages, pos
+            messages.append(self._finish(flag, payload) if flag else payload)
+        return pos
+
+    def _finish(self, flag: int, payload: bytes) -> bytes:
+        if not flag:
+            return payload
+        if self.decompress is None:
+            raise ProtocolError(
+                StatusCode.INTERNAL,
+                "compressed message received but the stream has no grpc-encoding",
+            )
+        payload = self.decompress(payload)
+        check_size(len(payload), self.max_message_size, "Received decompressed")
+        return payload

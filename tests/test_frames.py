@@ -366,3 +366,23 @@ def test_large_message_in_chunks():
             assert dec.buffered == i + 16_384
     assert got == [payload]
     assert dec.buffered == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_large_and_small_messages_in_random_chunks(seed):
+    # Large bodies are gathered as chunks and joined once; small ones parse from a
+    # buffer. Mixed in random cuts, every message must come out whole and in order.
+    import random
+
+    rng = random.Random(seed)
+    payloads = [rng.randbytes(rng.choice([0, 3, 100, 70_000, 300_000])) for _ in range(30)]
+    wire = b"".join(encode_message(p) for p in payloads)
+    dec = MessageDecoder()
+    got: list[bytes] = []
+    pos = 0
+    while pos < len(wire):
+        step = rng.choice([1, 5, 7, 1000, 65_536, 200_000])
+        got.extend(dec.feed(wire[pos : pos + step]))
+        pos += step
+    assert got == payloads
+    assert dec.at_boundary() and dec.buffered == 0

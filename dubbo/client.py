@@ -497,6 +497,8 @@ class Client:
     ``keepalive_time`` (seconds, off by default as in grpc) sends a PING when a
     connection with calls in flight has been silent that long; no answer within
     ``keepalive_timeout`` fails its calls with UNAVAILABLE instead of hanging.
+    ``keepalive_permit_without_calls`` pings idle connections too (as grpc's option of
+    that name; grpc-go servers answer frequent idle pings with GOAWAY too_many_pings).
     """
 
     def __init__(self, reference: ReferenceConfig, *,
@@ -506,7 +508,8 @@ class Client:
                  max_send_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
                  compression: str | None = None,
                  keepalive_time: float | None = None,
-                 keepalive_timeout: float = 20.0) -> None:
+                 keepalive_timeout: float = 20.0,
+                 keepalive_permit_without_calls: bool = False) -> None:
         if not reference.service:
             raise ValueError("ReferenceConfig has no service name")
         self.reference = reference
@@ -518,6 +521,7 @@ class Client:
         self.codec()  # fail fast on an unknown name
         self.keepalive_time = keepalive_time
         self.keepalive_timeout = keepalive_timeout
+        self.keepalive_permit_without_calls = keepalive_permit_without_calls
         self._timer: Scheduler | None = None
         self._lock = threading.Lock()  # guards _current, _connections, _closed, backoff
         self._current: ClientConnection | None = None
@@ -610,8 +614,10 @@ class Client:
             if self.keepalive_time:
                 if self._timer is None:
                     self._timer = Scheduler("dubbo-client-timer")
+                always = self.keepalive_permit_without_calls
                 connection.start_keepalive(self._timer, self.keepalive_time,
-                                           self.keepalive_timeout, lambda: bool(connection.calls))
+                                           self.keepalive_timeout,
+                                           lambda: always or bool(connection.calls))
             self._current = connection
             self._connections.add(connection)
             return connection

@@ -36,6 +36,7 @@ grpc core ("Do not fail on an empty input").
 from __future__ import annotations
 
 import bz2
+import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -154,10 +155,14 @@ def _bz2_decompress(data: bytes, max_size: int | None) -> bytes:
 
 
 def _zstd_codec() -> Codec | None:
-    try:  # Python 3.14+: same decompressor API as bz2/lzma (max_length, eof, unused_data)
-        from compression import zstd as std_zstd  # type: ignore[import-not-found]
-    except ImportError:
-        std_zstd = None
+    std_zstd = None
+    if sys.version_info >= (3, 14):
+        # The stdlib's same-API decompressor (max_length, eof, unused_data). Only
+        # asked for on 3.14+: earlier, "compression" could be a user's own script.
+        try:
+            from compression import zstd as std_zstd  # type: ignore[import-not-found]
+        except Exception:
+            std_zstd = None
     if std_zstd is not None:
         def compress(data: bytes) -> bytes:
             return std_zstd.compress(data)

@@ -67,7 +67,8 @@ def encode_metadata(metadata: MetadataLike | None) -> list[tuple[str, str]]:
         key = key.lower()
         if not _KEY_RE.fullmatch(key):
             raise ValueError(f"invalid metadata key {key!r}: use [0-9a-z_.-]")
-        if key.startswith("grpc-") or key in ("content-type", "te"):
+        if (key.startswith("grpc-") and key != "grpc-status-details-bin") or \
+                key in ("content-type", "te"):
             raise ValueError(f"metadata key {key!r} is reserved for the protocol")
         if key.endswith("-bin"):
             if isinstance(value, str):

@@ -111,8 +111,10 @@ class ServerCall:
     def cancel(self, error: RpcError) -> None:
         """The stream is dead (peer reset, connection lost): stop the handler's I/O."""
         with self.transport.lock:
-            if self.cancelled is not None or self.finished:
+            if self.cancelled is not None:
                 return
+            # Even after the status went out (bad input answered early), the handler
+            # may still be reading: it must be stopped too.
             self.cancelled = error
             self.transport.lock.notify_all()
         self.inbox.fail(error)
@@ -294,6 +296,17 @@ class ServerCall:
             return
         self._closed_by_us()
 
+    def _fail(self, code: StatusCode, details: str, trailing_metadata: Any = None) -> None:
+        """End the call with an error status. Never raises: a call must always end
+        with a status, even if its trailing metadata turns out to be invalid."""
+        try:
+            if trailing_metadata and not self._trailing_metadata:
+                self._trailing_metadata = encode_metadata(trailing_metadata)
+        except ValueError as exc:
+            log.error("invalid trailing metadata on %s: %s", self.head.path, exc)
+            code, details = StatusCode.INTERNAL, f"invalid trailing metadata: {exc}"
+        self.finish(code, details)
+
     def _closed_by_us(self) -> None:
         # Early server closure: if the client is still sending, tell it to stop
         # (RST_STREAM NO_ERROR after the trailers, grpc "Early Server Closure").
@@ -331,12 +344,10 @@ class ServerCall:
                 else:
                     self.send_unary(response)
         except RpcError as exc:
-            if exc.trailing_metadata and not self._trailing_metadata:
-                self._trailing_metadata = encode_metadata(exc.trailing_metadata)
-            self.finish(exc.code, exc.details)
+            self._fail(exc.code, exc.details, exc.trailing_metadata)
         except Exception as exc:
             log.exception("handler %s raised", self.head.path)
-            self.finish(StatusCode.UNKNOWN, f"Exception calling application: {exc}")
+            self._fail(StatusCode.UNKNOWN, f"Exception calling application: {exc}")
         finally:
             if self.timer is not None:
                 self.timer.cancel()
@@ -542,9 +553,11 @@ class Server:
     def lookup(self, head: RequestHead) -> tuple[RpcMethodHandler | None, str]:
         """The handler for a request, or ``None`` and why.
 
-        Routing follows Java's TriplePathResolver: group and version from the
-        ``tri-service-*`` headers must match; a request naming neither (any plain gRPC
-        client) reaches the service's default provider, or its only one.
+        Routing follows Java's TriplePathResolver: group and version come from the
+        ``tri-service-*`` headers; a request naming no version (any plain gRPC client)
+        gets version 1.0.0, else the only provider of its group (or of the service).
+        An explicit version that is not served is UNIMPLEMENTED (Java would fall back;
+        we route strictly, as the registry's consumers match strictly).
         """
         providers = self.services.get(head.service)
         if providers is None:
@@ -552,10 +565,15 @@ class Server:
         group = (head.headers.get(b"tri-service-group") or b"").decode("latin-1") or None
         version = (head.headers.get(b"tri-service-version") or b"").decode("latin-1") or None
         service = providers.get((group, version))
-        if service is None and group is None and version is None:
-            service = providers.get((None, None))
-            if service is None and len(providers) == 1:
-                service = next(iter(providers.values()))
+        if service is None and version is None:
+            # Java's RESOLVE_FALLBACK_TO_DEFAULT: no version asked means 1.0.0; then the
+            # sole provider of the group (of the service, if no group was named either),
+            # so plain gRPC clients reach the service.
+            service = providers.get((group, "1.0.0"))
+            if service is None:
+                candidates = [svc for (g, _v), svc in providers.items()
+                              if group is None or g == group]
+                service = candidates[0] if len(candidates) == 1 else None
         if service is None:
             return None, (f"no provider of {head.service} for group={group or ''} "
                           f"version={version or ''}")

@@ -37,7 +37,7 @@ from .status import (
     status_from_rst,
 )
 from .timer import Scheduler
-from .transport import H2Transport, Inbox
+from .transport import H2Transport, Inbox, MessageWriter
 
 __all__ = ["Client", "Call", "ResponseIterator"]
 
@@ -412,8 +412,10 @@ class _Method:
         if frame is not None:
             transport.send_data(call.stream_id, frame, True, deadline, call.send_error)
         else:
+            writer = MessageWriter(transport, call.stream_id, deadline, call.send_error,
+                                   client.timer())
             thread = threading.Thread(target=_send_requests,
-                                      args=(call, iter(request),
+                                      args=(call, writer, iter(request),
                                             lambda r: self._frame(r, codec)),
                                       name="dubbo-client-sender", daemon=True)
             thread.start()
@@ -462,17 +464,22 @@ class BidiStreamMethod(ServerStreamMethod):
     request_streaming = True
 
 
-def _send_requests(call: ClientCall, requests: Iterator[Any],
+def _send_requests(call: ClientCall, writer: MessageWriter, requests: Iterator[Any],
                    frame: Callable[[Any], bytes]) -> None:
     """Sender thread: stream the caller's requests, then half-close."""
-    transport = call.transport
+    clock = time.perf_counter
     try:
-        for request in requests:
+        while True:
+            started = clock()
+            try:
+                request = next(requests)
+            except StopIteration:
+                break
+            fast = clock() - started < FAST_PRODUCER
             if call.send_error() is not None:
                 return
-            transport.send_data(call.stream_id, frame(request), False, call.deadline,
-                                call.send_error)
-        transport.send_data(call.stream_id, b"", True, call.deadline, call.send_error)
+            writer.write(frame(request), fast)
+        writer.close(end_stream=True)
     except RpcError:
         return  # the call ended (status, cancel, deadline); the reader reports why
     except Exception as exc:
@@ -481,6 +488,10 @@ def _send_requests(call: ClientCall, requests: Iterator[Any],
         log.debug("request iterator of stream %d raised", call.stream_id, exc_info=True)
         call.cancel(error)
 
+
+# A request iterator that produced its item this fast is likely to produce the next one
+# soon too: its requests are packed together (transport.MessageWriter).
+FAST_PRODUCER = 50e-6
 
 # Reconnect backoff (grpc connection-backoff.md, scaled down for a local client): the
 # first reconnect is immediate; after a failed connect, attempts are spaced 0.1 s,
@@ -612,15 +623,23 @@ class Client:
             connection = ClientConnection(sock, self._connection_idle)
             connection.start()
             if self.keepalive_time:
-                if self._timer is None:
-                    self._timer = Scheduler("dubbo-client-timer")
                 always = self.keepalive_permit_without_calls
-                connection.start_keepalive(self._timer, self.keepalive_time,
+                connection.start_keepalive(self._timer_locked(), self.keepalive_time,
                                            self.keepalive_timeout,
                                            lambda: always or bool(connection.calls))
             self._current = connection
             self._connections.add(connection)
             return connection
+
+    def timer(self) -> Scheduler:
+        """The client's timer thread (keepalive, request packing), started on first use."""
+        with self._lock:
+            return self._timer_locked()
+
+    def _timer_locked(self) -> Scheduler:
+        if self._timer is None:
+            self._timer = Scheduler("dubbo-client-timer")
+        return self._timer
 
     def _connection_idle(self, connection: ClientConnection) -> None:
         """A draining or dead connection has no calls left: close it."""

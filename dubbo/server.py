@@ -7,6 +7,7 @@ import logging
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -39,7 +40,7 @@ from .status import (
     status_from_rst,
 )
 from .timer import Scheduler, TimerHandle
-from .transport import H2Transport, Inbox
+from .transport import H2Transport, Inbox, MessageWriter
 
 __all__ = ["Server"]
 
@@ -49,6 +50,9 @@ DEFAULT_MAX_WORKERS = 1000
 DEFAULT_MAX_CONCURRENT_STREAMS = 1000
 DEFAULT_KEEPALIVE_TIME = 7200.0  # grpc's server default: 2 hours
 DEFAULT_KEEPALIVE_TIMEOUT = 20.0
+# A handler whose generator produced its reply this fast is likely to produce the next
+# one soon too: its replies are packed together (transport.MessageWriter).
+FAST_PRODUCER = 50e-6
 
 
 class ServerCall:
@@ -61,7 +65,7 @@ class ServerCall:
     __slots__ = ("transport", "stream_id", "head", "handler", "inbox", "deadline",
                  "headers_sent", "finished", "cancelled", "remote_closed", "context",
                  "_initial_metadata", "_trailing_metadata", "_callbacks", "server", "timer",
-                 "response_codec")
+                 "response_codec", "writer")
 
     def __init__(self, server: Server, transport: ServerConnection, stream_id: int,
                  head: RequestHead, handler: RpcMethodHandler) -> None:
@@ -78,6 +82,7 @@ class ServerCall:
             limit = server.max_receive_message_size
             self.inbox.decoder.decompress = lambda data: codec.decompress(data, limit)
         self.response_codec: compression.Codec | None = None
+        self.writer: MessageWriter | None = None  # made by the first streamed reply
         self.deadline = Deadline.after(head.timeout)
         self.headers_sent = False
         if server.compression:
@@ -171,10 +176,14 @@ class ServerCall:
 
     def requests(self) -> Iterator[Any]:
         """The blocking request iterator handed to streaming handlers."""
-        get = self.inbox.get
+        inbox = self.inbox
+        get = inbox.get
         acknowledge = self.transport.acknowledge
         deserialize = self.handler.request_deserializer
         while True:
+            writer = self.writer
+            if writer is not None and writer.pending and not inbox.ready():
+                writer.flush()  # about to wait for the client: let it see our replies
             message, credit = get(self.deadline)
             if credit:
                 acknowledge(self.stream_id, credit)
@@ -256,12 +265,16 @@ class ServerCall:
         compressed, payload = compression.compress_message(self.response_codec, bytes(data))
         return encode_message(payload, compressed)
 
-    def send_message(self, response: Any) -> None:
+    def send_message(self, response: Any, coalesce: bool = False) -> None:
         frame = self._frame(response)
-        with self.transport.lock:
-            if not self.headers_sent:
-                self._send_headers_locked()
-        self.transport.send_data(self.stream_id, frame, False, self.deadline, self.error)
+        writer = self.writer
+        if writer is None:
+            with self.transport.lock:
+                if not self.headers_sent:
+                    self._send_headers_locked()
+            writer = self.writer = MessageWriter(self.transport, self.stream_id, self.deadline,
+                                                 self.error, self.server.timer)
+        writer.write(frame, coalesce)
 
     def send_unary(self, response: Any) -> None:
         """Headers, the reply and OK trailers in one write."""
@@ -281,6 +294,15 @@ class ServerCall:
 
     def finish(self, code: StatusCode, details: str = "") -> None:
         """Send the status (trailers, or a trailers-only response) unless already done."""
+        writer = self.writer
+        if writer is not None and writer.pending:
+            # Replies still waiting to be packed go out together with the status.
+            try:
+                writer.close(trailers=self._final_trailers(code, details))
+            except RpcError:
+                return
+            self._closed_by_us()
+            return
         with self.transport.lock:
             if self.finished or self.cancelled is not None or self.transport.closed:
                 return
@@ -334,8 +356,15 @@ class ServerCall:
                 args += (self.context,)
             if call_type.response_streaming:
                 result = handler.behavior(*args)
-                for response in result:
-                    self.send_message(response)
+                replies = iter(result)
+                clock = time.perf_counter
+                while True:
+                    started = clock()
+                    try:
+                        response = next(replies)
+                    except StopIteration:
+                        break
+                    self.send_message(response, clock() - started < FAST_PRODUCER)
                 self.finish(self.context.code or StatusCode.OK, self.context.details)
             else:
                 response = handler.behavior(*args)

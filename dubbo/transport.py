@@ -16,6 +16,7 @@ and memory per stream stays bounded (grpclib's Buffer does the same).
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import socket
@@ -45,6 +46,8 @@ CONNECTION_WINDOW = 16 * 1024 * 1024  # our connection receive window
 MAX_FRAME_SIZE = 1024 * 1024  # largest DATA frame we accept
 RECV_HIGH_WATER = 1024 * 1024  # unconsumed bytes per stream before we stop reopening
 SEND_BATCH = 1024 * 1024  # bytes pushed into h2 per lock hold when sending a large message
+COALESCE_BYTES = 64 * 1024  # a MessageWriter sends once this much waits
+COALESCE_DELAY = 0.001  # ... or this long after the first waiting message
 
 _END = object()  # inbox marker: the peer half-closed the stream
 # Events that may let a blocked sender go on (or must stop it).
@@ -88,15 +91,18 @@ def _rst_frame(stream_id: int, error_code: int) -> RstStreamFrame:
 class Inbox:
     """Messages received on one stream, in order, until the consumer takes them.
 
-    The reader thread ``put``s; one consumer thread ``get``s. ``_lock`` guards
-    ``buffered`` and ``deferred`` (bytes whose flow-control credit we hold back).
+    The reader thread ``feed``s; one consumer thread ``get``s. The messages of one DATA
+    frame travel as one queue item (a list), so a frame packed with many messages costs
+    one hand-over, not one per message. ``_lock`` guards ``buffered`` and ``deferred``
+    (bytes whose flow-control credit we hold back); ``_ready`` belongs to the consumer.
     """
 
-    __slots__ = ("_queue", "_lock", "buffered", "deferred", "error", "done", "decoder",
-                 "drop_empty")
+    __slots__ = ("_queue", "_ready", "_lock", "buffered", "deferred", "error", "done",
+                 "decoder", "drop_empty")
 
     def __init__(self, max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._ready: collections.deque[bytes] = collections.deque()
         self._lock = threading.Lock()
         self.buffered = 0
         self.deferred = 0
@@ -108,17 +114,18 @@ class Inbox:
     def feed(self, data: bytes, flow_controlled: int) -> int:
         """Decode ``data``; return how much credit to give back to the peer now."""
         messages = self.decoder.feed(data)
+        if self.drop_empty:
+            messages = [m for m in messages if m]
+        size = sum(map(len, messages))
         with self._lock:
             if self.buffered >= RECV_HIGH_WATER:
                 self.deferred += flow_controlled
                 ack = 0
             else:
                 ack = flow_controlled
-            for message in messages:
-                if self.drop_empty and not message:
-                    continue
-                self.buffered += len(message)
-                self._queue.put(message)
+            if messages:
+                self.buffered += size
+                self._queue.put(messages)
         return ack
 
     def end(self) -> None:
@@ -130,6 +137,10 @@ class Inbox:
             self.error = error
         self._queue.put(_END)
 
+    def ready(self) -> bool:
+        """True when ``get`` would not block (consumer thread only)."""
+        return bool(self._ready) or not self._queue.empty()
+
     def get(self, deadline: Deadline | None) -> tuple[bytes | None, int]:
         """The next message (``None`` at the end) and the credit to give back.
 
@@ -138,27 +149,123 @@ class Inbox:
         if self.error is not None:
             self.done = True
             raise self.error
-        if self.done:
+        if self._ready:
+            message = self._ready.popleft()
+        elif self.done:
             return None, 0
-        try:
-            if deadline is None:
-                item = self._queue.get()
-            else:
-                item = self._queue.get(timeout=deadline.remaining())
-        except queue.Empty:
-            raise DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
-        if self.error is not None:
-            self.done = True
-            raise self.error
-        if item is _END:
-            self.done = True
-            return None, 0
+        else:
+            try:
+                if deadline is None:
+                    item = self._queue.get()
+                else:
+                    item = self._queue.get(timeout=deadline.remaining())
+            except queue.Empty:
+                raise DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED,
+                                            "Deadline Exceeded") from None
+            if self.error is not None:
+                self.done = True
+                raise self.error
+            if item is _END:
+                self.done = True
+                return None, 0
+            message = item[0]
+            if len(item) > 1:
+                self._ready.extend(item[1:])
         with self._lock:
-            self.buffered -= len(item)
+            self.buffered -= len(message)
             credit = 0
             if self.deferred and self.buffered < RECV_HIGH_WATER:
                 credit, self.deferred = self.deferred, 0
-        return item, credit
+        return message, credit
+
+
+class MessageWriter:
+    """Sends one stream's messages, packing a fast producer's into shared DATA frames.
+
+    With one message per DATA frame, h2's per-frame work dominates streaming on both
+    ends. A message from a producer that handed it over quickly (``coalesce``) waits,
+    unsent, for company; what waits goes out when 64 KiB have gathered, when the
+    producer is slow or finishes, before a handler blocks on its request iterator
+    (``flush``), and at the latest ``COALESCE_DELAY`` after the first one began to
+    wait (the scheduler). ``_lock`` guards ``_pending``/``_size``/``_armed`` and keeps
+    this stream's sends in order.
+    """
+
+    __slots__ = ("transport", "stream_id", "deadline", "error", "scheduler", "_lock",
+                 "_pending", "_size", "_armed")
+
+    def __init__(self, transport: H2Transport, stream_id: int, deadline: Deadline | None,
+                 error: Callable[[], RpcError | None], scheduler: Scheduler) -> None:
+        self.transport = transport
+        self.stream_id = stream_id
+        self.deadline = deadline
+        self.error = error
+        self.scheduler = scheduler
+        self._lock = threading.Lock()
+        self._pending: list[bytes | memoryview] = []
+        self._size = 0
+        self._armed = False
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
+
+    def write(self, frame: bytes, coalesce: bool) -> None:
+        with self._lock:
+            self._pending.append(frame)
+            self._size += len(frame)
+            if coalesce and self._size < COALESCE_BYTES:
+                if not self._armed:
+                    self._armed = True
+                    self.scheduler.call_later(COALESCE_DELAY, self._on_timer)
+                return
+            self._send_locked(False, None)
+
+    def flush(self) -> None:
+        if self._pending:
+            with self._lock:
+                if self._pending:
+                    self._send_locked(False, None)
+
+    def close(self, end_stream: bool = True,
+              trailers: list[tuple[str, str]] | None = None) -> None:
+        """Send what waits, then END_STREAM or ``trailers``, in one write."""
+        with self._lock:
+            self._send_locked(end_stream, trailers)
+
+    def _send_locked(self, end_stream: bool, trailers: list[tuple[str, str]] | None) -> None:
+        pending = self._pending
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        self._pending = []
+        self._size = 0
+        self.transport.send_data(self.stream_id, data, end_stream, self.deadline, self.error,
+                                 trailers)
+
+    def _on_timer(self) -> None:
+        # Scheduler thread: never wait here. If the producer holds the lock it is
+        # sending everything that waits; what it adds later arms a new timer.
+        if not self._lock.acquire(blocking=False):
+            self._armed = False
+            return
+        try:
+            self._armed = False
+            if not self._pending:
+                return
+            data = b"".join(self._pending)
+            try:
+                rest = self.transport.send_data(self.stream_id, data, False, self.deadline,
+                                                self.error, block=False)
+            except RpcError:
+                self._pending, self._size = [], 0  # the stream is over
+                return
+            if rest:  # window shut: keep the rest and look again later
+                self._pending, self._size = [rest], len(rest)
+                self._armed = True
+                self.scheduler.call_later(COALESCE_DELAY, self._on_timer)
+            else:
+                self._pending, self._size = [], 0
+        finally:
+            self._lock.release()
 
 
 class H2Transport:
@@ -389,11 +496,13 @@ class H2Transport:
         deadline: Deadline | None,
         stream_error: Callable[[], RpcError | None],
         trailers: list[tuple[str, str]] | None = None,
-    ) -> None:
+        block: bool = True,
+    ) -> memoryview | None:
         """Send ``data`` on a stream as flow control allows, blocking while it is shut.
 
         ``stream_error`` reports a reset or cancel of the stream, which ends the wait.
-        ``trailers``, when given, follow the data in the same write.
+        ``trailers``, when given, follow the data in the same write. With ``block``
+        false, a shut window returns the unsent rest instead of waiting.
         """
         view = memoryview(data)
         offset, total = 0, len(data)
@@ -407,6 +516,8 @@ class H2Transport:
                     window = self.conn.local_flow_control_window(stream_id)
                     if window > 0 or offset == total:
                         break
+                    if not block:
+                        return view[offset:]
                     if deadline is not None:
                         remaining = deadline.remaining()
                         if remaining <= 0:
@@ -431,7 +542,7 @@ class H2Transport:
                         self.conn.send_headers(stream_id, trailers, end_stream=True)
             self.flush()
             if offset == total:
-                return
+                return None
 
     def acknowledge(self, stream_id: int, credit: int) -> None:
         """Give ``credit`` bytes of receive window back to the peer."""

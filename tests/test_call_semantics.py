@@ -277,7 +277,10 @@ def test_deadline_reaches_handler_as_time_remaining(rig):
 
     client = rig.client(rig.serve({"sayHello": (UNARY, remaining)}, **PROTO))
     assert client.unary("sayHello", REQ_SER, REPLY_DE)(Req(), timeout=5).message == "ok"
-    assert seen and seen[0] is not None and 3.5 < seen[0] <= 5.0, seen
+    # grpc core rounds grpc-timeout up when encoding it (timeout_encoding.cc keeps the
+    # number of distinct values small for HPACK), so a grpcio client's 5 s can arrive
+    # as a few ms more.
+    assert seen and seen[0] is not None and 3.5 < seen[0] <= 5.05, seen
 
 
 @pytest.mark.timeout(20)

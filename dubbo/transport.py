@@ -35,6 +35,7 @@ from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
 from .deadline import Deadline
 from .frames import DEFAULT_MAX_MESSAGE_SIZE, MessageDecoder
+from .hpack_cache import CachingDecoder, CachingEncoder
 from .status import CancelledError, DeadlineExceededError, RpcError, StatusCode, UnavailableError
 from .timer import Scheduler
 
@@ -59,7 +60,15 @@ class _H2Connection(h2.connection.H2Connection):
     """h2's connection minus one cost: ``_receive_frame`` formats ``repr(frame)`` for
     trace logging on every frame even when logging is off, which hex-dumps DATA
     payloads (35% of the server's CPU echoing 4 MiB messages, 9% on small unary
-    calls). Same logic otherwise; h2 is pinned to 4.x in setup.cfg."""
+    calls). Same logic otherwise; h2 is pinned to 4.x in setup.cfg. Its HPACK coders
+    remember repeated header blocks (hpack_cache)."""
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config=config)
+        self.encoder = CachingEncoder()
+        decoder = CachingDecoder()
+        decoder.max_header_list_size = self.decoder.max_header_list_size
+        self.decoder = decoder
 
     def _receive_frame(self, frame: Any) -> list[h2.events.Event]:
         try:

@@ -17,7 +17,7 @@ import h2.events
 from . import compression as codecs
 from .configs import ApplicationConfig, ReferenceConfig
 from .deadline import Deadline
-from .frames import DEFAULT_MAX_MESSAGE_SIZE, check_size, encode_message
+from .frames import DEFAULT_MAX_MESSAGE_SIZE, check_size, message_parts
 from .metadata import (
     MetadataLike,
     ResponseStatus,
@@ -37,7 +37,7 @@ from .status import (
     status_from_rst,
 )
 from .timer import Scheduler
-from .transport import H2Transport, Inbox, MessageWriter
+from .transport import H2Transport, Inbox, MessageWriter, Payload
 
 __all__ = ["Client", "Call", "ResponseIterator"]
 
@@ -212,18 +212,9 @@ class ClientConnection(H2Transport):
             if isinstance(event, h2.events.DataReceived):
                 call = calls.get(event.stream_id)
                 if call is None:
-                    with self.lock:
-                        self.conn.acknowledge_received_data(event.flow_controlled_length,
-                                                            event.stream_id)
-                    continue
-                try:
-                    credit = call.inbox.feed(event.data, event.flow_controlled_length)
-                except RpcError as exc:
-                    call.cancel(exc)
-                    continue
-                if credit:
-                    with self.lock:
-                        self.conn.acknowledge_received_data(credit, event.stream_id)
+                    self.receive_data(event)
+                else:
+                    self.receive_data(event, call.inbox, call.cancel)
             elif isinstance(event, h2.events.ResponseReceived):
                 call = calls.get(event.stream_id)
                 if call is None:
@@ -386,16 +377,16 @@ class _Method:
         self._deserialize = response_deserializer
         self._path = f"/{client.reference.service}/{method_name}"
 
-    def _frame(self, request: Any, codec: codecs.Codec | None) -> bytes:
+    def _frame(self, request: Any, codec: codecs.Codec | None) -> Payload:
         data = request if self._serialize is None else self._serialize(request)
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"request serialized to {type(data).__name__}, expected bytes "
                             "(set request_serializer)")
         check_size(len(data), self._client.max_send_message_size, "Sent")
         if codec is None:
-            return encode_message(data)
+            return message_parts(bytes(data))
         compressed, payload = codecs.compress_message(codec, bytes(data))
-        return encode_message(payload, compressed)
+        return message_parts(payload, compressed)
 
     def _start(self, request: Any, timeout: float | None, metadata: MetadataLike | None,
                compression_name: str | None) -> ClientCall:
@@ -465,7 +456,7 @@ class BidiStreamMethod(ServerStreamMethod):
 
 
 def _send_requests(call: ClientCall, writer: MessageWriter, requests: Iterator[Any],
-                   frame: Callable[[Any], bytes]) -> None:
+                   frame: Callable[[Any], Payload]) -> None:
     """Sender thread: stream the caller's requests, then half-close."""
     clock = time.perf_counter
     try:

@@ -13,12 +13,15 @@ from collections.abc import Callable
 
 from .status import ProtocolError, RpcError, StatusCode
 
-__all__ = ["HEADER_SIZE", "DEFAULT_MAX_MESSAGE_SIZE", "encode_message", "MessageDecoder",
-           "MessageTooLargeError"]
+__all__ = ["HEADER_SIZE", "DEFAULT_MAX_MESSAGE_SIZE", "encode_message", "message_parts",
+           "MessageDecoder", "MessageTooLargeError"]
 
 HEADER_SIZE = 5
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024  # grpcio's default, inclusive
 _HEADER = struct.Struct(">BI")
+# Bodies at least this big are received as chunks joined once, and sent apart from
+# their prefix.
+_LARGE_BODY = 64 * 1024
 
 
 class MessageTooLargeError(RpcError):
@@ -32,6 +35,14 @@ def encode_message(payload: bytes, compressed: bool = False) -> bytes:
     return _HEADER.pack(1 if compressed else 0, len(payload)) + payload
 
 
+def message_parts(payload: bytes, compressed: bool = False) -> bytes | tuple[bytes, bytes]:
+    """Frame one message for sending: small ones as one buffer, a large one as its
+    prefix and body, so it is not copied just to put five bytes in front."""
+    if len(payload) < _LARGE_BODY:
+        return _HEADER.pack(1 if compressed else 0, len(payload)) + payload
+    return _HEADER.pack(1 if compressed else 0, len(payload)), payload
+
+
 def check_size(size: int, limit: int | None, direction: str) -> None:
     """Raise RESOURCE_EXHAUSTED when ``size`` is over ``limit`` (``None``: unlimited)."""
     if limit is not None and size > limit:
@@ -39,9 +50,6 @@ def check_size(size: int, limit: int | None, direction: str) -> None:
             StatusCode.RESOURCE_EXHAUSTED,
             f"{direction} message larger than max ({size} vs. {limit})",
         )
-
-
-_LARGE_BODY = 64 * 1024  # bodies at least this big are gathered as chunks, joined once
 
 
 class MessageDecoder:

@@ -20,7 +20,7 @@ from . import compression
 from .configs import ServiceConfig
 from .context import ServicerContext
 from .deadline import Deadline
-from .frames import DEFAULT_MAX_MESSAGE_SIZE, check_size, encode_message
+from .frames import DEFAULT_MAX_MESSAGE_SIZE, check_size, message_parts
 from .metadata import (
     MetadataLike,
     RequestHead,
@@ -40,7 +40,7 @@ from .status import (
     status_from_rst,
 )
 from .timer import Scheduler, TimerHandle
-from .transport import H2Transport, Inbox, MessageWriter
+from .transport import H2Transport, Inbox, MessageWriter, Payload
 
 __all__ = ["Server"]
 
@@ -249,7 +249,7 @@ class ServerCall:
         )
         self.headers_sent = True
 
-    def _frame(self, response: Any) -> bytes:
+    def _frame(self, response: Any) -> Payload:
         serialize = self.handler.response_serializer
         try:
             data = response if serialize is None else serialize(response)
@@ -261,9 +261,9 @@ class ServerCall:
                            "(set response_serializer)")
         check_size(len(data), self.server.max_send_message_size, "Sent")
         if self.response_codec is None:
-            return encode_message(data)
+            return message_parts(bytes(data))
         compressed, payload = compression.compress_message(self.response_codec, bytes(data))
-        return encode_message(payload, compressed)
+        return message_parts(payload, compressed)
 
     def send_message(self, response: Any, coalesce: bool = False) -> None:
         frame = self._frame(response)
@@ -407,21 +407,11 @@ class ServerConnection(H2Transport):
         for event in events:
             if isinstance(event, h2.events.DataReceived):
                 call = self.calls.get(event.stream_id)
-                if call is None:
-                    # Stream already finished by us: the data still counts against the
-                    # connection window.
-                    with self.lock:
-                        self.conn.acknowledge_received_data(event.flow_controlled_length,
-                                                            event.stream_id)
-                    continue
-                try:
-                    credit = call.inbox.feed(event.data, event.flow_controlled_length)
-                except RpcError as exc:
-                    self._abort_call(call, exc)
-                    continue
-                if credit:
-                    with self.lock:
-                        self.conn.acknowledge_received_data(credit, event.stream_id)
+                if call is None:  # finished by us, or refused
+                    self.receive_data(event)
+                else:
+                    self.receive_data(event, call.inbox,
+                                      lambda exc, call=call: self._abort_call(call, exc))
             elif isinstance(event, h2.events.RequestReceived):
                 self._start_call(event.stream_id, event.headers)
             elif isinstance(event, h2.events.StreamEnded):

@@ -42,13 +42,16 @@ from .timer import Scheduler
 log = logging.getLogger("dubbo.transport")
 
 RECV_SIZE = 256 * 1024  # read into one reused buffer: no 256 KiB allocation per read
-STREAM_WINDOW = 1024 * 1024  # our per-stream receive window
+STREAM_WINDOW = 8 * 1024 * 1024  # our per-stream receive window: a 4 MiB message flows unstopped
 CONNECTION_WINDOW = 16 * 1024 * 1024  # our connection receive window
 MAX_FRAME_SIZE = 1024 * 1024  # largest DATA frame we accept
 RECV_HIGH_WATER = 1024 * 1024  # unconsumed bytes per stream before we stop reopening
 SEND_BATCH = 1024 * 1024  # bytes pushed into h2 per lock hold when sending a large message
 COALESCE_BYTES = 64 * 1024  # a MessageWriter sends once this much waits
 COALESCE_DELAY = 0.001  # ... or this long after the first waiting message
+
+# What send_data takes: one buffer, or parts sent back to back.
+Payload = bytes | memoryview | tuple[bytes | memoryview, ...]
 
 _END = object()  # inbox marker: the peer half-closed the stream
 # Events that may let a blocked sender go on (or must stop it).
@@ -211,7 +214,7 @@ class MessageWriter:
         self.error = error
         self.scheduler = scheduler
         self._lock = threading.Lock()
-        self._pending: list[bytes | memoryview] = []
+        self._pending: list[Payload] = []
         self._size = 0
         self._armed = False
 
@@ -219,10 +222,11 @@ class MessageWriter:
     def pending(self) -> bool:
         return bool(self._pending)
 
-    def write(self, frame: bytes, coalesce: bool) -> None:
+    def write(self, frame: Payload, coalesce: bool) -> None:
+        size = sum(map(len, frame)) if isinstance(frame, tuple) else len(frame)
         with self._lock:
             self._pending.append(frame)
-            self._size += len(frame)
+            self._size += size
             if coalesce and self._size < COALESCE_BYTES:
                 if not self._armed:
                     self._armed = True
@@ -242,13 +246,21 @@ class MessageWriter:
         with self._lock:
             self._send_locked(end_stream, trailers)
 
+    def _take_locked(self) -> Payload:
+        """What waits, as one payload: small messages joined (they share DATA frames),
+        a large one left in its parts (joining would copy it)."""
+        pending, size = self._pending, self._size
+        self._pending, self._size = [], 0
+        if len(pending) == 1:
+            return pending[0]
+        parts: list[bytes | memoryview] = []
+        for item in pending:
+            parts.extend(item) if isinstance(item, tuple) else parts.append(item)
+        return b"".join(parts) if size < COALESCE_BYTES * 4 else tuple(parts)
+
     def _send_locked(self, end_stream: bool, trailers: list[tuple[str, str]] | None) -> None:
-        pending = self._pending
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        self._pending = []
-        self._size = 0
-        self.transport.send_data(self.stream_id, data, end_stream, self.deadline, self.error,
-                                 trailers)
+        self.transport.send_data(self.stream_id, self._take_locked(), end_stream,
+                                 self.deadline, self.error, trailers)
 
     def _on_timer(self) -> None:
         # Scheduler thread: never wait here. If the producer holds the lock it is
@@ -260,19 +272,15 @@ class MessageWriter:
             self._armed = False
             if not self._pending:
                 return
-            data = b"".join(self._pending)
             try:
-                rest = self.transport.send_data(self.stream_id, data, False, self.deadline,
-                                                self.error, block=False)
+                rest = self.transport.send_data(self.stream_id, self._take_locked(), False,
+                                                self.deadline, self.error, block=False)
             except RpcError:
-                self._pending, self._size = [], 0  # the stream is over
-                return
+                return  # the stream is over
             if rest:  # window shut: keep the rest and look again later
-                self._pending, self._size = [rest], len(rest)
+                self._pending, self._size = [rest], sum(map(len, rest))
                 self._armed = True
                 self.scheduler.call_later(COALESCE_DELAY, self._on_timer)
-            else:
-                self._pending, self._size = [], 0
         finally:
             self._lock.release()
 
@@ -500,21 +508,24 @@ class H2Transport:
     def send_data(
         self,
         stream_id: int,
-        data: bytes,
+        data: Payload,
         end_stream: bool,
         deadline: Deadline | None,
         stream_error: Callable[[], RpcError | None],
         trailers: list[tuple[str, str]] | None = None,
         block: bool = True,
-    ) -> memoryview | None:
-        """Send ``data`` on a stream as flow control allows, blocking while it is shut.
+    ) -> tuple[memoryview, ...] | None:
+        """Send ``data`` (bytes, or a tuple of parts sent back to back, which spares
+        joining a large message to its prefix) on a stream as flow control allows,
+        blocking while it is shut.
 
         ``stream_error`` reports a reset or cancel of the stream, which ends the wait.
         ``trailers``, when given, follow the data in the same write. With ``block``
         false, a shut window returns the unsent rest instead of waiting.
         """
-        view = memoryview(data)
-        offset, total = 0, len(data)
+        parts = [memoryview(p) for p in (data if isinstance(data, tuple) else (data,)) if len(p)]
+        index = offset = 0  # position: parts[index][offset:]
+        sent, total = 0, sum(map(len, parts))
         while True:
             with self.lock:
                 while True:
@@ -523,10 +534,10 @@ class H2Transport:
                         raise err
                     self.check_open()
                     window = self.conn.local_flow_control_window(stream_id)
-                    if window > 0 or offset == total:
+                    if window > 0 or sent == total:
                         break
                     if not block:
-                        return view[offset:]
+                        return (parts[index][offset:], *parts[index + 1 :])
                     if deadline is not None:
                         remaining = deadline.remaining()
                         if remaining <= 0:
@@ -537,20 +548,24 @@ class H2Transport:
                         self.lock.wait()
                 frame_size = self.conn.max_outbound_frame_size
                 budget = min(window, SEND_BATCH)
-                while offset < total and budget > 0:
-                    size = min(frame_size, budget, total - offset)
-                    last = offset + size == total
-                    self.conn.send_data(stream_id, view[offset : offset + size],
+                while sent < total and budget > 0:
+                    part = parts[index]
+                    size = min(frame_size, budget, len(part) - offset)
+                    last = sent + size == total
+                    self.conn.send_data(stream_id, part[offset : offset + size],
                                         end_stream=end_stream and last and trailers is None)
                     offset += size
+                    sent += size
                     budget -= size
-                if offset == total:
+                    if offset == len(part):
+                        index, offset = index + 1, 0
+                if sent == total:
                     if total == 0 and (end_stream and trailers is None):
                         self.conn.send_data(stream_id, b"", end_stream=True)
                     if trailers is not None:
                         self.conn.send_headers(stream_id, trailers, end_stream=True)
             self.flush()
-            if offset == total:
+            if sent == total:
                 return None
 
     def acknowledge(self, stream_id: int, credit: int) -> None:
@@ -578,6 +593,26 @@ class H2Transport:
             pass
 
     # -- events (subclasses) -------------------------------------------------------
+
+    def receive_data(self, event: h2.events.DataReceived, inbox: Inbox | None = None,
+                     on_error: Callable[[RpcError], None] | None = None) -> None:
+        """Feed a DATA event to its stream's inbox and give back what credit is due.
+
+        Data for a stream we already let go of still counts against the connection
+        window, so it is acknowledged at once (grpc-go stalls otherwise).
+        """
+        if inbox is None:
+            credit = event.flow_controlled_length
+        else:
+            try:
+                credit = inbox.feed(event.data, event.flow_controlled_length)
+            except RpcError as exc:  # bad framing, oversize message, bad compression
+                if on_error is not None:
+                    on_error(exc)
+                return
+        if credit:
+            with self.lock:
+                self.conn.acknowledge_received_data(credit, event.stream_id)
 
     def handle_events(self, events: list[h2.events.Event]) -> None:  # pragma: no cover
         raise NotImplementedError

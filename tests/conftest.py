@@ -56,3 +56,24 @@ def no_leaked_dubbo_threads():
             f"after the test's servers and clients were closed: {names}",
             pytrace=False,
         )
+
+
+@pytest.fixture
+def serve_dubbo():
+    """``serve_dubbo(service_name, *method_handlers)`` starts a dubbo server on a free
+    loopback port; every server started is stopped at teardown."""
+    import dubbo
+    from dubbo.configs import ServiceConfig
+    from dubbo.proxy.handlers import RpcServiceHandler
+
+    servers = []
+
+    def start(service_name, *handlers):
+        service = RpcServiceHandler(service_name, list(handlers))
+        server = dubbo.Server(ServiceConfig(service, host="127.0.0.1", port=0)).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(grace=1)

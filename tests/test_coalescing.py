@@ -16,26 +16,16 @@ import grpc
 import pytest
 
 import dubbo
-from dubbo.configs import ReferenceConfig, ServiceConfig
-from dubbo.proxy.handlers import RpcMethodHandler, RpcServiceHandler
+from dubbo.configs import ReferenceConfig
+from dubbo.proxy.handlers import RpcMethodHandler
 
 SERVICE = "test.Pack"
 PROMPT = 0.25  # generous for a loaded 2-core CI machine; the packing delay is 1 ms
 
 
 @pytest.fixture
-def dubbo_server():
-    servers = []
-
-    def start(*handlers):
-        server = dubbo.Server(ServiceConfig(RpcServiceHandler(SERVICE, list(handlers)),
-                                            port=0)).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop(grace=1)
+def dubbo_server(serve_dubbo):
+    return lambda *handlers: serve_dubbo(SERVICE, *handlers)
 
 
 @pytest.fixture

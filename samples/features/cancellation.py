@@ -15,9 +15,13 @@ SERVICE = "org.apache.dubbo.samples.Cancellation"
 ended = threading.Event()
 
 
+def say(line: str) -> None:
+    # One write per line: client and server threads print concurrently.
+    print(line + "\n", end="", flush=True)
+
+
 def ticker(request, context):
-    # print(..., end="") writes the whole line at once: threads do not interleave lines
-    context.add_callback(lambda: print("server: callback ran, the call is over\n", end=""))
+    context.add_callback(lambda: say("server: callback ran, the call is over"))
     try:
         for i in range(1000):
             if not context.is_active():
@@ -26,7 +30,7 @@ def ticker(request, context):
             time.sleep(0.05)
     finally:
         # a cancelled call also closes the generator (GeneratorExit at its yield)
-        print(f"server: handler finished, is_active() = {context.is_active()}\n", end="")
+        say(f"server: handler finished, is_active() = {context.is_active()}")
         ended.set()
 
 
@@ -36,13 +40,13 @@ server = dubbo.Server(ServiceConfig(service, port=0)).start()
 with dubbo.Client(ReferenceConfig.from_url(f"tri://127.0.0.1:{server.port}/{SERVICE}")) as client:
     replies = client.server_stream("ticker")(b"")
     for _ in range(3):
-        print(f"client: got {next(replies).decode()}")
+        say(f"client: got {next(replies).decode()}")
     replies.cancel()  # RST_STREAM(CANCEL) to the server
-    print(f"client: cancelled, call code = {replies.code().name}")
+    say(f"client: cancelled, call code = {replies.code().name}")
     try:
         next(replies)
     except dubbo.RpcError as err:
-        print(f"client: reading on raises {err.code.name}")
+        say(f"client: reading on raises {err.code.name}")
     ended.wait(5)
 
 server.stop()

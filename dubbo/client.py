@@ -52,7 +52,7 @@ class ClientCall:
     and feeds ``inbox``; ``transport.lock`` guards ``status`` and ``local_error``."""
 
     __slots__ = ("transport", "stream_id", "inbox", "deadline", "status", "initial_metadata",
-                 "headers_event", "local_error", "ended")
+                 "headers_event", "local_error", "ended", "writer", "reading")
 
     def __init__(self, transport: ClientConnection, deadline: Deadline | None,
                  max_receive_message_size: int | None) -> None:
@@ -65,6 +65,8 @@ class ClientCall:
         self.headers_event: threading.Event | None = None  # made by a waiter, if any
         self.local_error: RpcError | None = None  # cancel, deadline, request iterator failure
         self.ended = False  # the stream is closed both ways, or reset
+        self.writer: MessageWriter | None = None  # request-streaming calls only
+        self.reading = False  # the caller waits for a reply: requests must not be held
 
     def send_error(self) -> RpcError | None:
         """Why requests can no longer be sent, if they cannot."""
@@ -127,6 +129,16 @@ class ClientCall:
 
     def read(self) -> bytes | None:
         """The next response message, ``None`` at a clean end; raises the call's error."""
+        writer = self.writer
+        if writer is not None:
+            # About to wait for the server: it must see every request made so far.
+            # ``reading`` first, so the sender either sees it or left something here.
+            self.reading = True
+            if writer.pending and not self.inbox.ready():
+                try:
+                    writer.flush()
+                except RpcError:
+                    pass  # the stream is over; the inbox says why
         try:
             message, credit = self.inbox.get(self.deadline)
         except DeadlineExceededError as exc:
@@ -136,6 +148,8 @@ class ClientCall:
             if self.local_error is not None:
                 raise self.local_error from None
             raise
+        finally:
+            self.reading = False
         if credit:
             self.transport.acknowledge(self.stream_id, credit)
         if message is None:
@@ -403,8 +417,9 @@ class _Method:
         if frame is not None:
             transport.send_data(call.stream_id, frame, True, deadline, call.send_error)
         else:
-            writer = MessageWriter(transport, call.stream_id, deadline, call.send_error,
-                                   client.timer())
+            writer = call.writer = MessageWriter(transport, call.stream_id, deadline,
+                                                 call.send_error, client.timer(),
+                                                 urgent=lambda: call.reading)
             thread = threading.Thread(target=_send_requests,
                                       args=(call, writer, iter(request),
                                             lambda r: self._frame(r, codec)),

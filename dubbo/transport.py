@@ -203,12 +203,15 @@ class MessageWriter:
     this stream's sends in order.
     """
 
-    __slots__ = ("transport", "stream_id", "deadline", "error", "scheduler", "_lock",
-                 "_pending", "_size", "_armed")
+    __slots__ = ("transport", "stream_id", "deadline", "error", "scheduler", "urgent",
+                 "_lock", "_pending", "_size", "_armed")
 
     def __init__(self, transport: H2Transport, stream_id: int, deadline: Deadline | None,
-                 error: Callable[[], RpcError | None], scheduler: Scheduler) -> None:
+                 error: Callable[[], RpcError | None], scheduler: Scheduler,
+                 urgent: Callable[[], bool] | None = None) -> None:
         self.transport = transport
+        # ``urgent()`` true: someone waits on the peer's answer, nothing may be held.
+        self.urgent = urgent
         self.stream_id = stream_id
         self.deadline = deadline
         self.error = error
@@ -227,7 +230,7 @@ class MessageWriter:
         with self._lock:
             self._pending.append(frame)
             self._size += size
-            if coalesce and self._size < COALESCE_BYTES:
+            if coalesce and self._size < COALESCE_BYTES and not (self.urgent and self.urgent()):
                 if not self._armed:
                     self._armed = True
                     self.scheduler.call_later(COALESCE_DELAY, self._on_timer)

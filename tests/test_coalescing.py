@@ -156,3 +156,51 @@ def test_client_request_burst_then_block_reaches_the_server_at_once():
     finally:
         client.close()
         server.stop(None)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("client_impl,server_impl",
+                         [("dubbo", "dubbo"), ("dubbo", "grpcio"), ("grpcio", "dubbo")])
+def test_ping_pong_never_waits_for_the_packing_timer(monkeypatch, serve_dubbo, grpc_channel,
+                                                     client_impl, server_impl):
+    # With the packing delay at 5 s, one held request or reply would stall a round trip
+    # for 5 s: 300 round trips must still finish in a few seconds.
+    import queue
+
+    import dubbo.transport
+
+    monkeypatch.setattr(dubbo.transport, "COALESCE_DELAY", 5.0)
+
+    def echo(requests, context=None):
+        yield from requests
+
+    grpc_server = None
+    if server_impl == "dubbo":
+        port = serve_dubbo(SERVICE, RpcMethodHandler.bi_stream(echo, "echo")).port
+    else:
+        grpc_server = grpc.server(ThreadPoolExecutor(4))
+        grpc_server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            SERVICE, {"echo": grpc.stream_stream_rpc_method_handler(echo)})])
+        port = grpc_server.add_insecure_port("127.0.0.1:0")
+        grpc_server.start()
+    client = None
+    requests: queue.SimpleQueue = queue.SimpleQueue()
+    try:
+        if client_impl == "dubbo":
+            client = dubbo.Client(ReferenceConfig.from_url(f"tri://127.0.0.1:{port}/{SERVICE}"))
+            replies = client.bidi_stream("echo")(iter(requests.get, None), timeout=50)
+        else:
+            stub = grpc_channel(port).stream_stream(f"/{SERVICE}/echo")
+            replies = stub(iter(requests.get, None), timeout=50)
+        started = time.monotonic()
+        for i in range(300):
+            requests.put(b"%d" % i)
+            assert next(replies) == b"%d" % i
+        assert time.monotonic() - started < 4.0
+        requests.put(None)
+        assert list(replies) == []
+    finally:
+        if client is not None:
+            client.close()
+        if grpc_server is not None:
+            grpc_server.stop(None)

@@ -47,6 +47,7 @@ CONNECTION_WINDOW = 16 * 1024 * 1024  # our connection receive window
 MAX_FRAME_SIZE = 1024 * 1024  # largest DATA frame we accept
 RECV_HIGH_WATER = 1024 * 1024  # unconsumed bytes per stream before we stop reopening
 SEND_BATCH = 1024 * 1024  # bytes pushed into h2 per lock hold when sending a large message
+ACK_BATCH = 256 * 1024  # received bytes acknowledged to h2 at once
 COALESCE_BYTES = 64 * 1024  # a MessageWriter sends once this much waits
 COALESCE_DELAY = 0.001  # ... or this long after the first waiting message
 
@@ -319,6 +320,9 @@ class H2Transport:
         self.error: RpcError | None = None
         self.thread: threading.Thread | None = None
         self.last_activity = time.monotonic()  # when bytes last arrived: liveness
+        # Credit owed to the peer, not yet handed to h2: the reader thread's alone.
+        self._unacked: dict[int, int] = {}
+        self._unacked_total = 0
         self._keep_open_after_goaway()
         # Our settings go in the preface's SETTINGS frame and are in force at once:
         # accepting more than we advertised before the peer's ACK is harmless, and h2
@@ -614,8 +618,21 @@ class H2Transport:
                     on_error(exc)
                 return
         if credit:
-            with self.lock:
-                self.conn.acknowledge_received_data(credit, event.stream_id)
+            # Credit is handed to h2 in batches: h2 sends WINDOW_UPDATE only once half
+            # a window is used anyway, and our windows (8 MiB per stream, 16 MiB per
+            # connection) dwarf the batch.
+            self._unacked[event.stream_id] = self._unacked.get(event.stream_id, 0) + credit
+            self._unacked_total += credit
+            if self._unacked_total >= ACK_BATCH:
+                self._acknowledge_batch()
+
+    def _acknowledge_batch(self) -> None:
+        with self.lock:
+            if not self.closed:
+                for stream_id, credit in self._unacked.items():
+                    self.conn.acknowledge_received_data(credit, stream_id)
+        self._unacked.clear()
+        self._unacked_total = 0
 
     def handle_events(self, events: list[h2.events.Event]) -> None:  # pragma: no cover
         raise NotImplementedError

@@ -130,7 +130,7 @@ class ClientCall:
     def read(self) -> bytes | None:
         """The next response message, ``None`` at a clean end; raises the call's error."""
         writer = self.writer
-        if writer is not None:
+        if writer is not None and writer.urgent is not None:
             # About to wait for the server: it must see every request made so far.
             # ``reading`` first, so the sender either sees it or left something here.
             self.reading = True
@@ -382,6 +382,7 @@ class _Method:
     """A callable bound to one remote method; subclasses pick the call shape."""
 
     request_streaming = False
+    response_streaming = False
 
     def __init__(self, client: Client, method_name: str, request_serializer: Serializer | None,
                  response_deserializer: Deserializer | None) -> None:
@@ -417,9 +418,12 @@ class _Method:
         if frame is not None:
             transport.send_data(call.stream_id, frame, True, deadline, call.send_error)
         else:
+            # In a bidi call a reply may hang on the requests made so far, so none
+            # may be held while the caller waits; a client-stream reply comes after
+            # the last request anyway.
+            urgent = (lambda: call.reading) if self.response_streaming else None
             writer = call.writer = MessageWriter(transport, call.stream_id, deadline,
-                                                 call.send_error, client.timer(),
-                                                 urgent=lambda: call.reading)
+                                                 call.send_error, client.timer(), urgent)
             thread = threading.Thread(target=_send_requests,
                                       args=(call, writer, iter(request),
                                             lambda r: self._frame(r, codec)),
@@ -459,6 +463,8 @@ class ClientStreamMethod(UnaryMethod):
 
 
 class ServerStreamMethod(_Method):
+    response_streaming = True
+
     def __call__(self, request: Any, timeout: float | None = None,
                  metadata: MetadataLike | None = None,
                  compression: str | None = None) -> ResponseIterator:

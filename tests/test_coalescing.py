@@ -204,3 +204,47 @@ def test_ping_pong_never_waits_for_the_packing_timer(monkeypatch, serve_dubbo, g
             client.close()
         if grpc_server is not None:
             grpc_server.stop(None)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("direction", ["client_stream", "server_stream"])
+def test_a_fast_producer_shares_data_frames(monkeypatch, serve_dubbo, direction):
+    # The point of packing: thousands of small messages from a generator that never
+    # waits travel in far fewer DATA frames than messages, on both sides.
+    import h2.events
+
+    import dubbo.client
+    import dubbo.server
+
+    frames = {"client_stream": 0, "server_stream": 0}
+
+    def counting(cls, key):
+        original = cls.handle_events
+
+        def handle_events(self, events):
+            frames[key] += sum(isinstance(e, h2.events.DataReceived) for e in events)
+            return original(self, events)
+
+        monkeypatch.setattr(cls, "handle_events", handle_events)
+
+    counting(dubbo.server.ServerConnection, "client_stream")  # requests arrive here
+    counting(dubbo.client.ClientConnection, "server_stream")  # replies arrive here
+    count = 5000
+
+    def total(requests):
+        return b"%d" % sum(1 for _ in requests)
+
+    def many(request):
+        for _ in range(count):
+            yield b"m" * 100
+
+    server = serve_dubbo(SERVICE, RpcMethodHandler.client_stream(total, "total"),
+                         RpcMethodHandler.server_stream(many, "many"))
+    with dubbo.Client(ReferenceConfig.from_url(f"tri://127.0.0.1:{server.port}/{SERVICE}")) \
+            as client:
+        if direction == "client_stream":
+            assert client.client_stream("total")((b"r" * 100 for _ in range(count)),
+                                                 timeout=30) == b"%d" % count
+        else:
+            assert sum(1 for _ in client.server_stream("many")(b"", timeout=30)) == count
+    assert frames[direction] < count / 10, f"{frames[direction]} DATA frames for {count} messages"

@@ -270,22 +270,27 @@ def sync_ping_pong(stub: SyncStub, counts: Counts, cap: Cap) -> Result:
 def sync_large_unary(stub: SyncStub, counts: Counts, cap: Cap) -> Result:
     payload = b"\xab" * LARGE_SIZE
     check(stub.echo(payload) == payload, "large echo returned other bytes")
-    done = 0
+    samples: list[int] = []
     start = time.perf_counter()
     for _ in range(counts.large_calls):
+        before = time.perf_counter_ns()
         reply = stub.echo(payload)
-        done += 1
+        samples.append(time.perf_counter_ns() - before)
         if cap.over():
             break
     elapsed = time.perf_counter() - start
     check(len(reply) == LARGE_SIZE, "large reply size")
-    return large_result(done, counts.large_calls, elapsed)
+    return large_result(samples, counts.large_calls, elapsed)
 
 
-def large_result(done: int, target: int, elapsed: float) -> Result:
-    """MB/s counts request and reply bytes (10^6 bytes per MB)."""
-    return Result({"mb_per_s": 2 * LARGE_SIZE * done / elapsed / 1e6}, done, target,
-                  elapsed, capped=done < target)
+def large_result(samples: list[int], target: int, elapsed: float) -> Result:
+    """MB/s counts request and reply bytes (10^6 bytes per MB); p50/p99 of one echo."""
+    done = len(samples)
+    ordered = sorted(samples)
+    return Result({"mb_per_s": 2 * LARGE_SIZE * done / elapsed / 1e6,
+                   "p50_ms": percentile(ordered, 50) / 1e6,
+                   "p99_ms": percentile(ordered, 99) / 1e6},
+                  done, target, elapsed, capped=done < target)
 
 
 def sync_connect(factory: Callable[[int], SyncStub], port: int, counts: Counts,
@@ -521,16 +526,17 @@ async def grpclib_large_unary(channel: Any, counts: Counts, cap: Cap) -> Result:
     echo = _grpclib_echo(channel)
     payload = b"\xab" * LARGE_SIZE
     check(await echo(payload) == payload, "large echo returned other bytes")
-    done = 0
+    samples: list[int] = []
     start = time.perf_counter()
     for _ in range(counts.large_calls):
+        before = time.perf_counter_ns()
         reply = await echo(payload)
-        done += 1
+        samples.append(time.perf_counter_ns() - before)
         if cap.over():
             break
     elapsed = time.perf_counter() - start
     check(len(reply) == LARGE_SIZE, "large reply size")
-    return large_result(done, counts.large_calls, elapsed)
+    return large_result(samples, counts.large_calls, elapsed)
 
 
 async def grpclib_connect(port: int, counts: Counts, cap: Cap) -> Result:

@@ -42,6 +42,8 @@ def rows_for(counts: Counts) -> list[Row]:
             f"bidi ping-pong: {c.ping_pongs:,} round trips, one stream", "round trips/s"),
         Row("large_unary", "mb_per_s",
             f"large unary: {c.large_calls} echoes of 4 MiB", "MB/s (request + reply)"),
+        Row("large_unary", "p50_ms", "large unary p50", "ms" + lower, False),
+        Row("large_unary", "p99_ms", "large unary p99", "ms" + lower, False),
         Row("connect", "ms", f"new connection + first call (median of {c.connects})",
             "ms" + lower, False),
         Row("idle_streams", "rss_mib", f"server RSS with {idle}", "MiB" + lower, False),

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import gc
 import os
+import socket
 import sys
 import threading
 import time
@@ -37,12 +39,20 @@ def _dubbo_threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t.name.startswith("dubbo") and t.is_alive()}
 
 
+def _open_sockets() -> set[int]:
+    """ids of the Python socket objects that are still open (dubbo's and the tests'
+    own; grpcio's sockets live in its C core and are not seen here)."""
+    return {id(o) for o in gc.get_objects()
+            if isinstance(o, socket.socket) and o.fileno() != -1}
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_dubbo_threads():
-    """Every thread dubbo starts (all named "dubbo...") must be gone once the test's
-    servers and clients are closed. Autouse fixtures are set up first, so this
-    teardown runs after theirs."""
+    """Every thread dubbo starts (all named "dubbo...") must be gone, and every socket
+    opened during the test closed, once the test's servers and clients are closed.
+    Autouse fixtures are set up first, so this teardown runs after theirs."""
     before = _dubbo_threads()
+    sockets_before = _open_sockets()
     yield
     deadline = time.monotonic() + THREAD_SETTLE_SECONDS
     leaked = _dubbo_threads() - before
@@ -56,6 +66,14 @@ def no_leaked_dubbo_threads():
             f"after the test's servers and clients were closed: {names}",
             pytrace=False,
         )
+    open_sockets = _open_sockets() - sockets_before
+    while open_sockets and time.monotonic() < deadline:
+        time.sleep(0.05)
+        open_sockets = _open_sockets() - sockets_before
+    if open_sockets:
+        found = [o for o in gc.get_objects() if id(o) in open_sockets]
+        pytest.fail(f"{len(open_sockets)} socket(s) left open after the test: {found}",
+                    pytrace=False)
 
 
 @pytest.fixture

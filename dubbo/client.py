@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,8 @@ from .status import (
     status_from_rst,
 )
 from .timer import Scheduler
+from .tls import TLSLayer
+from .tls import prepare as tls_prepare
 from .transport import H2Transport, Inbox, MessageWriter, Payload
 
 __all__ = ["Client", "Call", "ResponseIterator"]
@@ -171,8 +174,9 @@ class ClientConnection(H2Transport):
 
     thread_name = "dubbo-client-conn"
 
-    def __init__(self, sock: socket.socket, on_idle: Callable[[ClientConnection], None]) -> None:
-        super().__init__(sock, client_side=True)
+    def __init__(self, sock: socket.socket, on_idle: Callable[[ClientConnection], None],
+                 tls: TLSLayer | None = None) -> None:
+        super().__init__(sock, client_side=True, tls=tls)
         self.calls: dict[int, ClientCall] = {}
         self.draining = False  # GOAWAY received: no new streams here
         self._on_idle = on_idle
@@ -532,7 +536,8 @@ class Client:
                  compression: str | None = None,
                  keepalive_time: float | None = None,
                  keepalive_timeout: float = 20.0,
-                 keepalive_permit_without_calls: bool = False) -> None:
+                 keepalive_permit_without_calls: bool = False,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         if not reference.service:
             raise ValueError("ReferenceConfig has no service name")
         self.reference = reference
@@ -545,6 +550,8 @@ class Client:
         self.keepalive_time = keepalive_time
         self.keepalive_timeout = keepalive_timeout
         self.keepalive_permit_without_calls = keepalive_permit_without_calls
+        # TLS with ALPN h2 (dubbo.tls.client_context makes one); None: plaintext h2c.
+        self.ssl_context = None if ssl_context is None else tls_prepare(ssl_context)
         self._timer: Scheduler | None = None
         self._lock = threading.Lock()  # guards _current, _connections, _closed, backoff
         self._current: ClientConnection | None = None
@@ -562,6 +569,7 @@ class Client:
             extra.append(("tri-consumer-appname", application.name))
         self._extra_headers = extra
         self._authority = f"{reference.host}:{reference.port}"
+        self._scheme = "http" if ssl_context is None else "https"
 
     # -- method factories (API.md) ------------------------------------------------
 
@@ -598,7 +606,7 @@ class Client:
 
     def headers(self, path: str, timeout: float | None, metadata: MetadataLike | None,
                 codec: codecs.Codec | None = None) -> list[tuple[str, str]]:
-        return request_headers(path, self._authority, timeout=timeout,
+        return request_headers(path, self._authority, scheme=self._scheme, timeout=timeout,
                                metadata=encode_metadata(metadata),
                                accept_encoding=codecs.accept_encoding_header(),
                                encoding=codec.name if codec is not None else None,
@@ -630,9 +638,20 @@ class Client:
                 raise UnavailableError(
                     StatusCode.UNAVAILABLE,
                     f"failed to connect to {address[0]}:{address[1]}: {exc}") from exc
+            tls = None
+            if self.ssl_context is not None:
+                tls = TLSLayer(self.ssl_context, server_side=False,
+                               server_hostname=self.reference.host)
+                try:
+                    tls.handshake(sock, self.connect_timeout)
+                except (OSError, ssl.SSLError) as exc:
+                    sock.close()
+                    raise UnavailableError(
+                        StatusCode.UNAVAILABLE,
+                        f"TLS handshake with {address[0]}:{address[1]} failed: {exc}") from exc
             self._backoff = self._retry_at = 0.0
             sock.settimeout(None)
-            connection = ClientConnection(sock, self._connection_idle)
+            connection = ClientConnection(sock, self._connection_idle, tls)
             connection.start()
             if self.keepalive_time:
                 always = self.keepalive_permit_without_calls

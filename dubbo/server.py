@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +41,8 @@ from .status import (
     status_from_rst,
 )
 from .timer import Scheduler, TimerHandle
+from .tls import TLSLayer
+from .tls import prepare as tls_prepare
 from .transport import H2Transport, Inbox, MessageWriter, Payload
 
 __all__ = ["Server"]
@@ -397,9 +400,9 @@ class ServerConnection(H2Transport):
 
     thread_name = "dubbo-server-conn"
 
-    def __init__(self, server: Server, sock: socket.socket) -> None:
+    def __init__(self, server: Server, sock: socket.socket, tls: TLSLayer | None = None) -> None:
         super().__init__(sock, client_side=False,
-                         max_concurrent_streams=server.max_concurrent_streams)
+                         max_concurrent_streams=server.max_concurrent_streams, tls=tls)
         self.server = server
         self.calls: dict[int, ServerCall] = {}  # guarded by self.lock
 
@@ -534,7 +537,9 @@ class Server:
                  max_send_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
                  compression: str | None = None,
                  keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME,
-                 keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT) -> None:
+                 keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+                 ssl_context: ssl.SSLContext | None = None,
+                 handshake_timeout: float = 10.0) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         self.config = service_config
@@ -550,6 +555,9 @@ class Server:
         self.compression = compression or service_config.compression
         self.keepalive_time = keepalive_time
         self.keepalive_timeout = keepalive_timeout
+        # TLS with ALPN h2 (dubbo.tls.server_context makes one); None: plaintext h2c.
+        self.ssl_context = None if ssl_context is None else tls_prepare(ssl_context)
+        self.handshake_timeout = handshake_timeout
         self.stopping = False
         self.timer = Scheduler("dubbo-server-timer")
         self._lock = threading.Condition()  # guards _connections, _active, stopping
@@ -647,13 +655,15 @@ class Server:
                     continue
                 sock.setblocking(True)
                 try:
-                    connection = ServerConnection(self, sock)
+                    tls = None if self.ssl_context is None else \
+                        TLSLayer(self.ssl_context, server_side=True)
+                    connection = ServerConnection(self, sock, tls)
                     with self._lock:
                         if self.stopping:
                             sock.close()
                             return
                         self._connections.add(connection)
-                    connection.start()
+                    connection.start(self.handshake_timeout)
                     if self.keepalive_time:
                         connection.start_keepalive(self.timer, self.keepalive_time,
                                                    self.keepalive_timeout, lambda: True)

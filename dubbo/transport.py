@@ -20,6 +20,7 @@ import collections
 import logging
 import queue
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from .frames import DEFAULT_MAX_MESSAGE_SIZE, MessageDecoder
 from .hpack_cache import CachingDecoder, CachingEncoder
 from .status import CancelledError, DeadlineExceededError, RpcError, StatusCode, UnavailableError
 from .timer import Scheduler
+from .tls import TLSLayer
 
 log = logging.getLogger("dubbo.transport")
 
@@ -295,9 +297,11 @@ class H2Transport:
     thread_name = "dubbo-conn"
 
     def __init__(self, sock: socket.socket, client_side: bool,
-                 max_concurrent_streams: int | None = None) -> None:
+                 max_concurrent_streams: int | None = None,
+                 tls: TLSLayer | None = None) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
+        self.tls = tls  # its handshake is done before the first flush
         try:
             peer = sock.getpeername()
             family = "ipv6" if sock.family == socket.AF_INET6 else "ipv4"
@@ -343,10 +347,28 @@ class H2Transport:
 
     # -- threads -------------------------------------------------------------------
 
-    def start(self) -> None:
-        self.flush()
-        self.thread = threading.Thread(target=self._read_loop, name=self.thread_name, daemon=True)
+    def start(self, handshake_timeout: float | None = None) -> None:
+        """Start the reader thread; with ``handshake_timeout`` it first runs the TLS
+        handshake (servers: a slow client must not hold up the accept loop)."""
+        self.thread = threading.Thread(target=self._run, args=(handshake_timeout,),
+                                       name=self.thread_name, daemon=True)
         self.thread.start()
+
+    def _run(self, handshake_timeout: float | None) -> None:
+        if self.tls is not None and handshake_timeout is not None:
+            try:
+                self.tls.handshake(self.sock, handshake_timeout)
+            except (OSError, ssl.SSLError) as exc:
+                log.warning("TLS handshake with %s failed: %s", self.peer, exc)
+                self._terminate(UnavailableError(StatusCode.UNAVAILABLE,
+                                                 f"TLS handshake failed: {exc}"))
+                return
+        try:
+            self.flush()  # the connection preface
+        except RpcError as exc:
+            self._terminate(exc)
+            return
+        self._read_loop()
 
     def _read_loop(self) -> None:
         error: RpcError = UnavailableError(StatusCode.UNAVAILABLE, "connection closed by peer")
@@ -359,11 +381,18 @@ class H2Transport:
                 if not n:
                     break
                 self.last_activity = time.monotonic()
+                data: bytes | memoryview = view[:n]
+                if self.tls is not None:
+                    data, tls_output = self.tls.decrypt(data)
+                    if tls_output:
+                        self.flush()
+                    if not data:
+                        continue
                 with self.lock:
                     if self.closed:
                         break
                     # h2 copies what it is given, so a view of the reused buffer is safe.
-                    events = self.conn.receive_data(view[:n])
+                    events = self.conn.receive_data(data)
                     for event in events:
                         if isinstance(event, _WAKE_SENDERS):
                             self.lock.notify_all()
@@ -493,6 +522,8 @@ class H2Transport:
         with self._send_lock:
             with self.lock:
                 data = self.conn.data_to_send()
+            if self.tls is not None:
+                data = self.tls.encrypt(data)  # under the send lock: records stay in order
             if data:
                 try:
                     self.sock.sendall(data)

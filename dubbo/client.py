@@ -90,9 +90,10 @@ class ClientCall:
         self.headers_arrived()
 
     def fail(self, error: RpcError) -> None:
-        """The stream is dead before a status arrived."""
+        """The stream is dead before a status arrived, or its data was broken (which
+        overrides an OK status: a truncated reply is not a success)."""
         with self.transport.lock:
-            if self.status is None:
+            if self.status is None or self.status.code is StatusCode.OK:
                 self.status = ResponseStatus(error.code, error.details, [])
             self.transport.lock.notify_all()
         self.inbox.fail(error_for(self.status.code, self.status.details, self.status.metadata))
@@ -211,6 +212,13 @@ class ClientConnection(H2Transport):
             self.calls.pop(call.stream_id, None)
             idle = self.draining and not self.calls
             self.lock.notify_all()
+        # Replies nobody will read still count against the connection's window.
+        credit = call.inbox.abandon()
+        if credit:
+            try:
+                self.acknowledge(call.stream_id, credit)
+            except RpcError:
+                pass
         if idle:
             self._on_idle(self)
 
@@ -420,7 +428,13 @@ class _Method:
         call = ClientCall(transport, deadline, client.max_receive_message_size)
         transport.open_stream(call, headers)
         if frame is not None:
-            transport.send_data(call.stream_id, frame, True, deadline, call.send_error)
+            try:
+                transport.send_data(call.stream_id, frame, True, deadline, call.send_error)
+            except RpcError as exc:
+                if call.status is None:  # not answered early: the send itself failed
+                    call.cancel(exc)
+                    raise call.local_error or exc from None
+                # answered before the request was all sent: read() reports the status
         else:
             # In a bidi call a reply may hang on the requests made so far, so none
             # may be held while the caller waits; a client-stream reply comes after

@@ -17,7 +17,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 
-from . import compression
+from . import compression as codecs
 from .configs import ServiceConfig
 from .context import ServicerContext
 from .deadline import Deadline
@@ -80,11 +80,11 @@ class ServerCall:
         self.inbox = Inbox(server.max_receive_message_size)
         self.inbox.drop_empty = head.drops_empty_messages
         if head.encoding not in (None, "identity"):
-            codec = compression.get_codec(head.encoding)
+            codec = codecs.get_codec(head.encoding)
             assert codec is not None  # unsupported encodings are refused before this
             limit = server.max_receive_message_size
             self.inbox.decoder.decompress = lambda data: codec.decompress(data, limit)
-        self.response_codec: compression.Codec | None = None
+        self.response_codec: codecs.Codec | None = None
         self.writer: MessageWriter | None = None  # made by the first streamed reply
         self.deadline = Deadline.after(head.timeout)
         self.headers_sent = False
@@ -126,34 +126,40 @@ class ServerCall:
             self.cancelled = error
             self.transport.lock.notify_all()
         self.inbox.fail(error)
-        self._run_callbacks()
+        self._run_callbacks(elsewhere=True)  # cancel() runs on the reader thread
 
     def expire(self) -> None:
         """The deadline passed (timer thread): answer DEADLINE_EXCEEDED now, even while
         the handler is busy, reset the stream, and make the handler's next I/O raise."""
-        error = DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
-        with self.transport.lock:
-            if self.finished or self.cancelled is not None or self.transport.closed:
+        self.end_now(DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"),
+                     h2.errors.ErrorCodes.CANCEL)
+
+    def end_now(self, error: RpcError, reset: int) -> None:
+        """End the call with ``error``'s status from the reader or the timer thread,
+        which must never wait: replies still waiting are dropped, the status goes
+        straight to h2, RST_STREAM(``reset``) stops a client still sending, and the
+        handler's next I/O raises ``error``."""
+        transport = self.transport
+        with transport.lock:
+            if self.finished or self.cancelled is not None or transport.closed:
                 return
-            self.cancelled = error
+            self.cancelled = error  # first, so a send in progress stops at its next check
             self.finished = True
             try:
-                self.transport.conn.send_headers(
-                    self.stream_id,
-                    self._final_trailers(StatusCode.DEADLINE_EXCEEDED, error.details),
+                transport.conn.send_headers(
+                    self.stream_id, self._final_trailers(error.code, error.details),
                     end_stream=True)
                 if not self.remote_closed:
-                    self.transport.conn.reset_stream(self.stream_id,
-                                                     h2.errors.ErrorCodes.CANCEL)
+                    transport.conn.reset_stream(self.stream_id, reset)
             except h2.exceptions.ProtocolError:
                 pass
-            self.transport.lock.notify_all()
+            transport.lock.notify_all()
         try:
-            self.transport.flush()
+            transport.flush(block=False)
         except RpcError:
             pass
         self.inbox.fail(error)
-        self._run_callbacks()
+        self._run_callbacks(elsewhere=True)
 
     def cancel_locally(self) -> None:
         self.transport.reset_stream(self.stream_id, h2.errors.ErrorCodes.CANCEL)
@@ -166,14 +172,18 @@ class ServerCall:
                 return True
         return False
 
-    def _run_callbacks(self) -> None:
+    def _run_callbacks(self, elsewhere: bool = False) -> None:
+        """Run the add_callback functions once. ``elsewhere``: on a thread of their own,
+        for the reader and timer threads, which user code must not hold up."""
         with self.transport.lock:
             callbacks, self._callbacks = self._callbacks, None
-        for callback in callbacks or ():
-            try:
-                callback()
-            except Exception:
-                log.exception("call callback %r failed", callback)
+        if not callbacks:
+            return
+        if elsewhere:
+            threading.Thread(target=_run_all, args=(callbacks,), name="dubbo-callbacks",
+                             daemon=True).start()
+        else:
+            _run_all(callbacks)
 
     # -- requests ------------------------------------------------------------------
 
@@ -232,11 +242,11 @@ class ServerCall:
         a server must not use an encoding the client did not list)."""
         if self.headers_sent:
             raise RuntimeError("set_compression() must come before the first reply")
-        if name is not None and name != "identity" and compression.get_codec(name) is None:
+        if name is not None and name != "identity" and codecs.get_codec(name) is None:
             raise ValueError(f"unsupported compression {name!r}; "
-                             f"supported: {compression.accept_encoding_header()}")
-        chosen = compression.choose_response_encoding(name, self.head.accept_encoding)
-        self.response_codec = compression.get_codec(chosen) if chosen else None
+                             f"supported: {codecs.accept_encoding_header()}")
+        chosen = codecs.choose_response_encoding(name, self.head.accept_encoding)
+        self.response_codec = codecs.get_codec(chosen) if chosen else None
 
     def _send_headers_locked(self) -> None:
         err = self.error()
@@ -247,7 +257,7 @@ class ServerCall:
         self.transport.conn.send_headers(
             self.stream_id,
             response_headers(self.head.content_type, self._initial_metadata,
-                             accept_encoding=compression.accept_encoding_header(),
+                             accept_encoding=codecs.accept_encoding_header(),
                              encoding=codec.name if codec is not None else None),
         )
         self.headers_sent = True
@@ -265,7 +275,7 @@ class ServerCall:
         check_size(len(data), self.server.max_send_message_size, "Sent")
         if self.response_codec is None:
             return message_parts(bytes(data))
-        compressed, payload = compression.compress_message(self.response_codec, bytes(data))
+        compressed, payload = codecs.compress_message(self.response_codec, bytes(data))
         return message_parts(payload, compressed)
 
     def send_message(self, response: Any, coalesce: bool = False) -> None:
@@ -395,6 +405,14 @@ class ServerCall:
 _MISSING = object()
 
 
+def _run_all(callbacks: list[Callable[[], Any]]) -> None:
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            log.exception("call callback %r failed", callback)
+
+
 class ServerConnection(H2Transport):
     """One accepted connection: routes streams to handlers and feeds their inboxes."""
 
@@ -445,9 +463,9 @@ class ServerConnection(H2Transport):
             call.inbox.end()
 
     def _abort_call(self, call: ServerCall, error: RpcError) -> None:
-        """Bad input on a stream: answer with ``error``'s status and stop the handler."""
-        call.finish(error.code, error.details)
-        call.cancel(error)
+        """Bad input on a stream (reader thread): answer with ``error``'s status and
+        stop the handler (grpc "Early Server Closure": RST_STREAM NO_ERROR)."""
+        call.end_now(error, h2.errors.ErrorCodes.NO_ERROR)
 
     def _reject(self, stream_id: int, error: RpcError, http_status: int = 200,
                 content_type: str = "application/grpc",
@@ -477,10 +495,10 @@ class ServerConnection(H2Transport):
                          content_type=head.content_type)
             return
         if head.encoding not in (None, "identity") and \
-                compression.get_codec(head.encoding) is None:
-            self._reject(stream_id, compression.unsupported_encoding_error(head.encoding),
+                codecs.get_codec(head.encoding) is None:
+            self._reject(stream_id, codecs.unsupported_encoding_error(head.encoding),
                          content_type=head.content_type,
-                         extra=[("grpc-accept-encoding", compression.accept_encoding_header())])
+                         extra=[("grpc-accept-encoding", codecs.accept_encoding_header())])
             return
         if not self.server.admit():
             self._reject(stream_id, RpcError(
@@ -488,7 +506,11 @@ class ServerConnection(H2Transport):
                 f"server is at capacity ({self.server.max_workers} running calls and "
                 f"{self.server.max_pending_calls} waiting)"), content_type=head.content_type)
             return
-        call = ServerCall(self.server, self, stream_id, head, handler)
+        try:
+            call = ServerCall(self.server, self, stream_id, head, handler)
+        except Exception:
+            self.server.call_finished()  # undo admit()
+            raise
         with self.lock:
             self.calls[stream_id] = call
         self.server.submit(call)
@@ -500,6 +522,12 @@ class ServerConnection(H2Transport):
     def call_done(self, call: ServerCall) -> None:
         with self.lock:
             self.calls.pop(call.stream_id, None)
+        # Credit held back for requests the handler never read is owed on the whole
+        # connection: without it the connection's window would shrink for good.
+        try:
+            self.acknowledge(call.stream_id, call.inbox.abandon())
+        except RpcError:
+            pass
         self.server.call_finished()
 
     def _cancel_all(self, error: RpcError) -> None:
@@ -552,7 +580,11 @@ class Server:
         self.max_concurrent_streams = max_concurrent_streams
         self.max_receive_message_size = max_receive_message_size
         self.max_send_message_size = max_send_message_size
-        self.compression = compression or service_config.compression
+        self.compression = codecs.codec_name(compression) or service_config.compression
+        if self.compression not in (None, "identity") and \
+                codecs.get_codec(self.compression) is None:
+            raise ValueError(f"unsupported compression {self.compression!r}; "
+                             f"supported: {codecs.accept_encoding_header()}")
         self.keepalive_time = keepalive_time
         self.keepalive_timeout = keepalive_timeout
         # TLS with ALPN h2 (dubbo.tls.server_context makes one); None: plaintext h2c.

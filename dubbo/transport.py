@@ -43,6 +43,8 @@ from .tls import TLSLayer
 
 log = logging.getLogger("dubbo.transport")
 
+# A non-blocking send for the reader and timer threads (Linux and the BSDs have it).
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 RECV_SIZE = 256 * 1024  # read into one reused buffer: no 256 KiB allocation per read
 STREAM_WINDOW = 8 * 1024 * 1024  # our per-stream receive window: a 4 MiB message flows unstopped
 CONNECTION_WINDOW = 16 * 1024 * 1024  # our connection receive window
@@ -113,7 +115,7 @@ class Inbox:
     """
 
     __slots__ = ("_queue", "_ready", "_lock", "buffered", "deferred", "error", "done",
-                 "decoder", "drop_empty")
+                 "decoder", "drop_empty", "abandoned")
 
     def __init__(self, max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -125,9 +127,20 @@ class Inbox:
         self.done = False  # the consumer has seen the end (or an error)
         self.decoder = MessageDecoder(max_message_size)
         self.drop_empty = False
+        self.abandoned = False  # nobody will read again: take no more, hold no credit
+
+    def abandon(self) -> int:
+        """The call is over: return the credit held back, and from now on give all
+        credit back at once (that data still counts against the connection)."""
+        with self._lock:
+            self.abandoned = True
+            credit, self.deferred = self.deferred, 0
+        return credit
 
     def feed(self, data: bytes, flow_controlled: int) -> int:
         """Decode ``data``; return how much credit to give back to the peer now."""
+        if self.abandoned:
+            return flow_controlled
         messages = self.decoder.feed(data)
         if self.drop_empty:
             messages = [m for m in messages if m]
@@ -269,10 +282,11 @@ class MessageWriter:
                                  self.deadline, self.error, trailers)
 
     def _on_timer(self) -> None:
-        # Scheduler thread: never wait here. If the producer holds the lock it is
-        # sending everything that waits; what it adds later arms a new timer.
+        # Scheduler thread: never wait here.
         if not self._lock.acquire(blocking=False):
-            self._armed = False
+            # The producer holds the lock; if it only added a message it saw the timer
+            # armed and left: look again shortly rather than strand what waits.
+            self.scheduler.call_later(COALESCE_DELAY, self._on_timer)
             return
         try:
             self._armed = False
@@ -324,6 +338,8 @@ class H2Transport:
         self.error: RpcError | None = None
         self.thread: threading.Thread | None = None
         self.last_activity = time.monotonic()  # when bytes last arrived: liveness
+        self._unsent = b""  # bytes a non-blocking flush could not write (under _send_lock)
+        self._flush_wanted = False  # a non-blocking flush found the send lock taken
         # Credit owed to the peer, not yet handed to h2: the reader thread's alone.
         self._unacked: dict[int, int] = {}
         self._unacked_total = 0
@@ -385,7 +401,7 @@ class H2Transport:
                 if self.tls is not None:
                     data, tls_output = self.tls.decrypt(data)
                     if tls_output:
-                        self.flush()
+                        self.flush(block=False)
                     if not data:
                         continue
                 with self.lock:
@@ -398,17 +414,22 @@ class H2Transport:
                             self.lock.notify_all()
                             break
                 self.handle_events(events)
-                self.flush()
+                # Most reads queue nothing to send (acks are batched); h2's outgoing
+                # buffer says so without a lock (a writer that adds to it flushes).
+                if self.conn._data_to_send:
+                    self.flush(block=False)
         except h2.exceptions.ProtocolError as exc:
             log.warning("HTTP/2 protocol error from %s: %s", self.peer, exc)
             error = UnavailableError(StatusCode.INTERNAL, f"HTTP/2 protocol error: {exc}")
             try:
-                self.flush()  # h2 queued a GOAWAY for the peer
+                self.flush(block=False)  # h2 queued a GOAWAY for the peer
             except OSError:
                 pass
         except OSError as exc:
             if not self.closed:
                 error = UnavailableError(StatusCode.UNAVAILABLE, f"connection lost: {exc}")
+        except RpcError as exc:  # a write failed: close() already recorded why
+            error = exc
         except Exception:  # a bug of ours: never die silently and leave calls hanging
             log.exception("connection reader for %s failed", self.peer)
             error = UnavailableError(StatusCode.INTERNAL, "connection reader failed")
@@ -517,19 +538,60 @@ class H2Transport:
 
     # -- sending -------------------------------------------------------------------
 
-    def flush(self) -> None:
-        """Write what h2 has queued. Never holds ``lock`` across the blocking write."""
-        with self._send_lock:
-            with self.lock:
-                data = self.conn.data_to_send()
-            if self.tls is not None:
-                data = self.tls.encrypt(data)  # under the send lock: records stay in order
-            if data:
-                try:
+    def flush(self, block: bool = True) -> None:
+        """Write what h2 has queued, in order. Never holds ``lock`` across a write.
+
+        Threads that produce data (handlers, senders) pass ``block`` and wait for the
+        socket. The reader and the timer must never wait on a write, or two peers
+        whose readers both wait on full sockets deadlock: with ``block`` false a
+        flush leaves its bytes to the thread already writing (which loops until h2
+        has nothing left), sends without blocking, and if the socket is full hands
+        the rest to a short-lived helper thread.
+        """
+        if not self._send_lock.acquire(blocking=block):
+            self._flush_wanted = True  # the holder re-checks after its last write
+            return
+        helper = False
+        try:
+            while True:
+                self._flush_wanted = False
+                with self.lock:
+                    data = self.conn.data_to_send()
+                if self.tls is not None:
+                    data = self.tls.encrypt(data)  # under the send lock: records in order
+                if self._unsent:
+                    data, self._unsent = self._unsent + data, b""
+                if not data:
+                    break
+                if block:
                     self.sock.sendall(data)
-                except OSError as exc:
-                    self.close(UnavailableError(StatusCode.UNAVAILABLE, f"connection lost: {exc}"))
-                    raise self.error or UnavailableError(StatusCode.UNAVAILABLE, str(exc)) from exc
+                    if not self._flush_wanted:
+                        break
+                    continue
+                try:
+                    sent = self.sock.send(data, _DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                if sent < len(data):
+                    self._unsent = data[sent:]
+                    helper = True
+                    break
+        except OSError as exc:
+            self.close(UnavailableError(StatusCode.UNAVAILABLE, f"connection lost: {exc}"))
+            raise self.error or UnavailableError(StatusCode.UNAVAILABLE, str(exc)) from exc
+        finally:
+            self._send_lock.release()
+        if helper:
+            threading.Thread(target=self._flush_quietly, name="dubbo-flush",
+                             daemon=True).start()
+        elif self._flush_wanted:
+            self.flush(block=False)  # queued after our last look, by one that gave up
+
+    def _flush_quietly(self) -> None:
+        try:
+            self.flush()
+        except RpcError:
+            pass
 
     def call_h2(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one h2 operation under the lock, then flush what it produced."""
@@ -602,7 +664,7 @@ class H2Transport:
                         self.conn.send_data(stream_id, b"", end_stream=True)
                     if trailers is not None:
                         self.conn.send_headers(stream_id, trailers, end_stream=True)
-            self.flush()
+            self.flush(block)
             if sent == total:
                 return None
 
@@ -626,7 +688,9 @@ class H2Transport:
                 return
             self.lock.notify_all()
         try:
-            self.flush()
+            # Non-blocking: resets come from the reader, the timer and __del__ (which
+            # may run inside a flush on this very thread).
+            self.flush(block=False)
         except RpcError:
             pass
 
@@ -647,7 +711,7 @@ class H2Transport:
             except RpcError as exc:  # bad framing, oversize message, bad compression
                 if on_error is not None:
                     on_error(exc)
-                return
+                credit = event.flow_controlled_length + inbox.abandon()
         if credit:
             # Credit is handed to h2 in batches: h2 sends WINDOW_UPDATE only once half
             # a window is used anyway, and our windows (8 MiB per stream, 16 MiB per

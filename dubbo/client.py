@@ -18,7 +18,7 @@ import h2.events
 from . import compression as codecs
 from .configs import ApplicationConfig, ReferenceConfig
 from .deadline import Deadline
-from .frames import DEFAULT_MAX_MESSAGE_SIZE, check_size, message_parts
+from .frames import DEFAULT_MAX_MESSAGE_SIZE
 from .metadata import (
     MetadataLike,
     ResponseStatus,
@@ -40,7 +40,7 @@ from .status import (
 from .timer import Scheduler
 from .tls import TLSLayer
 from .tls import prepare as tls_prepare
-from .transport import H2Transport, Inbox, MessageWriter, Payload
+from .transport import FAST_PRODUCER, H2Transport, Inbox, MessageWriter, Payload
 
 __all__ = ["Client", "Call", "ResponseIterator"]
 
@@ -409,11 +409,7 @@ class _Method:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"request serialized to {type(data).__name__}, expected bytes "
                             "(set request_serializer)")
-        check_size(len(data), self._client.max_send_message_size, "Sent")
-        if codec is None:
-            return message_parts(bytes(data))
-        compressed, payload = codecs.compress_message(codec, bytes(data))
-        return message_parts(payload, compressed)
+        return codecs.frame_message(data, codec, self._client.max_send_message_size)
 
     def _start(self, request: Any, timeout: float | None, metadata: MetadataLike | None,
                compression_name: str | None) -> ClientCall:
@@ -518,10 +514,6 @@ def _send_requests(call: ClientCall, writer: MessageWriter, requests: Iterator[A
         log.debug("request iterator of stream %d raised", call.stream_id, exc_info=True)
         call.cancel(error)
 
-
-# A request iterator that produced its item this fast is likely to produce the next one
-# soon too: its requests are packed together (transport.MessageWriter).
-FAST_PRODUCER = 50e-6
 
 # Reconnect backoff (grpc connection-backoff.md, scaled down for a local client): the
 # first reconnect is immediate; after a failed connect, attempts are spaced 0.1 s,

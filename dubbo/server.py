@@ -21,7 +21,7 @@ from . import compression as codecs
 from .configs import ServiceConfig
 from .context import ServicerContext
 from .deadline import Deadline
-from .frames import DEFAULT_MAX_MESSAGE_SIZE, check_size, message_parts
+from .frames import DEFAULT_MAX_MESSAGE_SIZE
 from .metadata import (
     MetadataLike,
     RequestHead,
@@ -43,7 +43,7 @@ from .status import (
 from .timer import Scheduler, TimerHandle
 from .tls import TLSLayer
 from .tls import prepare as tls_prepare
-from .transport import H2Transport, Inbox, MessageWriter, Payload
+from .transport import FAST_PRODUCER, H2Transport, Inbox, MessageWriter, Payload
 
 __all__ = ["Server"]
 
@@ -53,9 +53,6 @@ DEFAULT_MAX_WORKERS = 1000
 DEFAULT_MAX_CONCURRENT_STREAMS = 1000
 DEFAULT_KEEPALIVE_TIME = 7200.0  # grpc's server default: 2 hours
 DEFAULT_KEEPALIVE_TIMEOUT = 20.0
-# A handler whose generator produced its reply this fast is likely to produce the next
-# one soon too: its replies are packed together (transport.MessageWriter).
-FAST_PRODUCER = 50e-6
 
 
 class ServerCall:
@@ -272,11 +269,8 @@ class ServerCall:
             raise RpcError(StatusCode.INTERNAL,
                            f"handler returned {type(data).__name__}, expected bytes "
                            "(set response_serializer)")
-        check_size(len(data), self.server.max_send_message_size, "Sent")
-        if self.response_codec is None:
-            return message_parts(bytes(data))
-        compressed, payload = codecs.compress_message(self.response_codec, bytes(data))
-        return message_parts(payload, compressed)
+        return codecs.frame_message(data, self.response_codec,
+                                    self.server.max_send_message_size)
 
     def send_message(self, response: Any, coalesce: bool = False) -> None:
         frame = self._frame(response)

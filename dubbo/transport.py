@@ -54,6 +54,9 @@ SEND_BATCH = 1024 * 1024  # bytes pushed into h2 per lock hold when sending a la
 ACK_BATCH = 256 * 1024  # received bytes acknowledged to h2 at once
 COALESCE_BYTES = 64 * 1024  # a MessageWriter sends once this much waits
 COALESCE_DELAY = 0.001  # ... or this long after the first waiting message
+# A producer (handler generator, request iterator) that handed over its last message
+# this fast is likely to hand over the next one soon: its messages are packed.
+FAST_PRODUCER = 50e-6
 
 # What send_data takes: one buffer, or parts sent back to back.
 Payload = bytes | memoryview | tuple[bytes | memoryview, ...]

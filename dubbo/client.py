@@ -601,14 +601,7 @@ class Client:
 
     def codec(self, name: Any = None) -> codecs.Codec | None:
         """The codec for a call's requests: the call's choice, else the client's."""
-        name = codecs.codec_name(name) or self.compression
-        if name is None or name == "identity":
-            return None
-        codec = codecs.get_codec(name)
-        if codec is None:
-            raise ValueError(f"unsupported compression {name!r}; "
-                             f"supported: {codecs.accept_encoding_header()}")
-        return codec
+        return codecs.resolve(codecs.codec_name(name) or self.compression)
 
     def headers(self, path: str, timeout: float | None, metadata: MetadataLike | None,
                 codec: codecs.Codec | None = None) -> list[tuple[str, str]]:

@@ -253,6 +253,20 @@ def codec_name(name: Any) -> str | None:
     return {0: None, 1: "deflate", 2: "gzip"}[int(getattr(name, "value", name))]
 
 
+def resolve(name: Any) -> Codec | None:
+    """The codec a user asked for by name (or grpcio's enum); ``None`` for no
+    compression. ``ValueError`` naming what we support for an unknown name, so a
+    misspelt option fails where it is set, not on the first call."""
+    name = codec_name(name)
+    if name is None or name == "identity":
+        return None
+    codec = get_codec(name)
+    if codec is None:
+        raise ValueError(f"unsupported compression {name!r}; "
+                         f"supported: {accept_encoding_header()}")
+    return codec
+
+
 def get_codec(name: str) -> Codec | None:
     """The codec for a ``grpc-encoding`` value (case-insensitive, trimmed), or None."""
     return _CODECS.get(name.strip().lower())

@@ -239,9 +239,7 @@ class ServerCall:
         a server must not use an encoding the client did not list)."""
         if self.headers_sent:
             raise RuntimeError("set_compression() must come before the first reply")
-        if name is not None and name != "identity" and codecs.get_codec(name) is None:
-            raise ValueError(f"unsupported compression {name!r}; "
-                             f"supported: {codecs.accept_encoding_header()}")
+        codecs.resolve(name)  # an unknown name is an error even if the client can't use it
         chosen = codecs.choose_response_encoding(name, self.head.accept_encoding)
         self.response_codec = codecs.get_codec(chosen) if chosen else None
 
@@ -575,10 +573,7 @@ class Server:
         self.max_receive_message_size = max_receive_message_size
         self.max_send_message_size = max_send_message_size
         self.compression = codecs.codec_name(compression) or service_config.compression
-        if self.compression not in (None, "identity") and \
-                codecs.get_codec(self.compression) is None:
-            raise ValueError(f"unsupported compression {self.compression!r}; "
-                             f"supported: {codecs.accept_encoding_header()}")
+        codecs.resolve(self.compression)  # fail at construction on an unknown name
         self.keepalive_time = keepalive_time
         self.keepalive_timeout = keepalive_timeout
         # TLS with ALPN h2 (dubbo.tls.server_context makes one); None: plaintext h2c.

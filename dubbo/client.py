@@ -296,7 +296,9 @@ class ClientConnection(H2Transport):
         with self.lock:
             self.draining = True
             refused = [c for sid, c in self.calls.items() if sid > last_stream_id]
-            idle = len(refused) == len(self.calls)
+            # With calls refused, the last one's stream_closed() finds the connection
+            # idle and closes it; only a connection with no calls at all is closed here.
+            idle = not self.calls
         for call in refused:
             call.fail(UnavailableError(StatusCode.UNAVAILABLE,
                                        f"server sent GOAWAY (error code {error_code})"))

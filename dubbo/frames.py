@@ -39,7 +39,7 @@ def message_parts(payload: bytes, compressed: bool = False) -> bytes | tuple[byt
     """Frame one message for sending: small ones as one buffer, a large one as its
     prefix and body, so it is not copied just to put five bytes in front."""
     if len(payload) < _LARGE_BODY:
-        return _HEADER.pack(1 if compressed else 0, len(payload)) + payload
+        return encode_message(payload, compressed)
     return _HEADER.pack(1 if compressed else 0, len(payload)), payload
 
 

@@ -14,6 +14,7 @@ that involve dubbo then fail in the test body with the import error.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -725,3 +726,23 @@ class TcpProxy:
                 self._drop(s)
             self._selector.close()
             self.listener.close()
+
+
+class Overlap:
+    """Counts handler calls running at once; ``peak`` is the most seen together."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+
+    @contextlib.contextmanager
+    def running(self):
+        with self._lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.now -= 1

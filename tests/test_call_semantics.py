@@ -35,6 +35,7 @@ from peers import (
     SERVER_STREAM,
     UNARY,
     Fail,
+    Overlap,
     Rig,
     TcpProxy,
     call_error,
@@ -1173,16 +1174,11 @@ def test_worker_bound_refuses_excess_calls_at_once(rig):
 
 @pytest.mark.timeout(30)
 def test_worker_bound_queues_by_default(rig):
-    lock = threading.Lock()
-    running = [0, 0]  # now, peak
+    overlap = Overlap()
 
     def slow(request, context):
-        with lock:
-            running[0] += 1
-            running[1] = max(running[1], running[0])
-        time.sleep(0.2)
-        with lock:
-            running[0] -= 1
+        with overlap.running():
+            time.sleep(0.2)
         return request
 
     client = rig.client(rig.serve({"slow": (UNARY, slow)}, features={"max_workers": 2}))
@@ -1190,23 +1186,18 @@ def test_worker_bound_queues_by_default(rig):
     with ThreadPoolExecutor(6) as pool:
         results = list(pool.map(lambda i: call(b"%d" % i, timeout=20), range(6)))
     assert results == [b"%d" % i for i in range(6)]
-    assert running[1] == 2, f"peak concurrency {running[1]} with 2 workers"
+    assert overlap.peak == 2, f"peak concurrency {overlap.peak} with 2 workers"
 
 
 @pytest.mark.timeout(30)
 def test_max_concurrent_streams_makes_clients_wait(rig):
     """MAX_CONCURRENT_STREAMS=1 in SETTINGS: the client opens one stream at a time,
     further calls wait for a free slot instead of failing."""
-    lock = threading.Lock()
-    running = [0, 0]
+    overlap = Overlap()
 
     def slow(request, context):
-        with lock:
-            running[0] += 1
-            running[1] = max(running[1], running[0])
-        time.sleep(0.15)
-        with lock:
-            running[0] -= 1
+        with overlap.running():
+            time.sleep(0.15)
         return request
 
     client = rig.client(rig.serve({"slow": (UNARY, slow)},
@@ -1216,7 +1207,8 @@ def test_max_concurrent_streams_makes_clients_wait(rig):
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda i: call(b"%d" % i, timeout=20), range(4)))
     assert results == [b"%d" % i for i in range(4)]
-    assert running[1] == 1, f"{running[1]} streams ran at once under MAX_CONCURRENT_STREAMS=1"
+    assert overlap.peak == 1, \
+        f"{overlap.peak} streams ran at once under MAX_CONCURRENT_STREAMS=1"
 
 
 # ================================================================== graceful shutdown

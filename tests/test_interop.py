@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import queue
 import random
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,6 +21,7 @@ from peers import (
     SERVER_STREAM,
     UNARY,
     Fail,
+    Overlap,
     Rig,
     call_error,
     rpc_error_types,
@@ -255,28 +255,19 @@ def test_ten_thousand_message_server_stream(rig):
 
 
 def test_concurrent_unary_calls_one_client(rig):
-    lock = threading.Lock()
-    in_flight = 0
-    peak = 0
+    overlap = Overlap()
 
     def slow_hello(request, context):
-        nonlocal in_flight, peak
-        with lock:
-            in_flight += 1
-            peak = max(peak, in_flight)
-        try:
+        with overlap.running():
             time.sleep(0.02)
             return Reply(message=f"hello {request.name}")
-        finally:
-            with lock:
-                in_flight -= 1
 
     client = rig.client(rig.serve({"sayHello": (UNARY, slow_hello)}, **PROTO))
     call = client.unary("sayHello", REQ_SER, REPLY_DE)
     with ThreadPoolExecutor(max_workers=16) as pool:
         results = list(pool.map(lambda i: call(Req(name=f"n{i}"), timeout=20).message, range(100)))
     assert results == [f"hello n{i}" for i in range(100)]
-    assert peak > 1, "calls from 16 threads on one client never overlapped on the server"
+    assert overlap.peak > 1, "calls from 16 threads on one client never overlapped on the server"
 
 
 @pytest.mark.timeout(30)

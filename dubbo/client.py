@@ -3,7 +3,9 @@ connection feeding each call's inbox, and a sender thread per request-streaming 
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import random
 import socket
 import ssl
@@ -14,6 +16,7 @@ from typing import Any
 
 import h2.errors
 import h2.events
+import h2.exceptions
 
 from . import compression as codecs
 from .configs import ApplicationConfig, ReferenceConfig
@@ -37,6 +40,7 @@ from .status import (
     error_for,
     status_from_rst,
 )
+from .ioloop import IOLoop
 from .timer import Scheduler
 from .tls import TLSLayer
 from .tls import prepare as tls_prepare
@@ -170,17 +174,90 @@ class ClientCall:
         return message
 
 
+def _peer_name(family: int, address: tuple[Any, ...]) -> str:
+    if family == socket.AF_INET6:
+        return f"ipv6:[{address[0]}]:{address[1]}"
+    return f"ipv4:{address[0]}:{address[1]}"
+
+
 class ClientConnection(H2Transport):
-    """A client connection. ``lock`` also guards ``calls`` and ``draining``."""
+    """A client connection, read by an I/O loop thread of its own. It connects without
+    blocking anyone: each caller waits for it (in ``open_stream``) only as long as its
+    own deadline allows. ``lock`` also guards ``calls``, ``draining`` and
+    ``connected``."""
 
-    thread_name = "dubbo-client-conn"
-
-    def __init__(self, sock: socket.socket, on_idle: Callable[[ClientConnection], None],
+    def __init__(self, address: tuple[Any, ...], family: int,
+                 on_idle: Callable[[ClientConnection], None],
+                 on_connect_failed: Callable[[ClientConnection, RpcError], None],
                  tls: TLSLayer | None = None) -> None:
-        super().__init__(sock, client_side=True, tls=tls)
-        self.calls: dict[int, ClientCall] = {}
-        self.draining = False  # GOAWAY received: no new streams here
-        self._on_idle = on_idle
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        loop = IOLoop("dubbo-client-conn")
+        try:
+            super().__init__(sock, client_side=True, loop=loop, tls=tls)
+            self.address = address
+            self.peer = _peer_name(family, address)
+            self.calls: dict[int, ClientCall] = {}
+            self.draining = False  # GOAWAY received: no new streams here
+            self.connected = False  # TCP (and TLS) up: streams may start
+            self._on_idle = on_idle
+            self._on_connect_failed = on_connect_failed
+            error = sock.connect_ex(address)
+        except BaseException:
+            sock.close()
+            loop.stop()
+            raise
+        if error not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            sock.close()
+            loop.stop()
+            raise OSError(error, os.strerror(error))
+        loop.start()
+
+    @property
+    def ready(self) -> bool:
+        return self.connected
+
+    def wants_connect(self) -> bool:
+        return True
+
+    def attached(self) -> None:
+        pass  # the socket's first writability says the connect is done
+
+    def _on_writable(self) -> None:
+        if self._tcp_connected_once():
+            self._flush_from_loop()
+
+    def _tcp_connected_once(self) -> bool:
+        """Loop thread. The first writability ends the connect: start TLS or h2."""
+        if getattr(self, "_tcp_up", False):
+            return True
+        self._tcp_up = True
+        error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            self._terminate(UnavailableError(
+                StatusCode.UNAVAILABLE, f"failed to connect to {self._where()}: "
+                f"[Errno {error}] {os.strerror(error)}"))
+            return False
+        if self.tls is not None:
+            self._handshake(b"")
+        else:
+            self.handshake_done()
+            self._flush_from_loop()
+        return False
+
+    def handshake_done(self) -> None:
+        with self.lock:
+            self.connected = True
+            self.lock.notify_all()
+
+    def _where(self) -> str:
+        return f"{self.address[0]}:{self.address[1]}"
+
+    def connect_expired(self, timeout: float) -> None:
+        """Timer: the connect (or TLS handshake) took longer than connect_timeout."""
+        if not self.connected and not self.closed:
+            self.close(UnavailableError(
+                StatusCode.UNAVAILABLE,
+                f"failed to connect to {self._where()}: timed out after {timeout:g}s"))
 
     def open_stream(self, call: ClientCall, headers: list[tuple[str, str]],
                     end_stream: bool = False) -> None:
@@ -192,17 +269,24 @@ class ClientConnection(H2Transport):
                 if self.draining:
                     raise UnavailableError(StatusCode.UNAVAILABLE, "connection is draining")
                 # len(calls), not h2's open_outbound_streams, which walks every stream.
-                if len(self.calls) < self.conn.remote_settings.max_concurrent_streams:
+                if self.connected and \
+                        len(self.calls) < self.conn.remote_settings.max_concurrent_streams:
                     break
                 if call.deadline is not None:
                     if call.deadline.expired():
-                        raise DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED,
-                                                    "Deadline Exceeded waiting for a stream")
+                        raise DeadlineExceededError(
+                            StatusCode.DEADLINE_EXCEEDED,
+                            "Deadline Exceeded waiting for a stream" if self.connected else
+                            f"Deadline Exceeded while connecting to {self._where()}")
                     self.lock.wait(call.deadline.remaining())
                 else:
                     self.lock.wait()
-            stream_id = self.conn.get_next_available_stream_id()
-            self.conn.send_headers(stream_id, headers, end_stream=end_stream)
+            try:
+                stream_id = self.conn.get_next_available_stream_id()
+                self.conn.send_headers(stream_id, headers, end_stream=end_stream)
+            except h2.exceptions.ProtocolError as exc:  # the connection just failed
+                raise self.error or UnavailableError(
+                    StatusCode.UNAVAILABLE, f"connection failed: {exc}") from None
             call.stream_id = stream_id
             self.calls[stream_id] = call
 
@@ -233,55 +317,66 @@ class ClientConnection(H2Transport):
         self.stream_closed(call)
 
     def handle_events(self, events: list[h2.events.Event]) -> None:
-        calls = self.calls
         for event in events:
-            if isinstance(event, h2.events.DataReceived):
-                call = calls.get(event.stream_id)
+            try:
+                self._handle_event(event)
+            except Exception as exc:  # a malformed response fails its own call only
+                call = self.calls.get(getattr(event, "stream_id", 0) or 0)
                 if call is None:
-                    self.receive_data(event)
-                else:
-                    self.receive_data(event, call.inbox, call.cancel)
-            elif isinstance(event, h2.events.ResponseReceived):
-                call = calls.get(event.stream_id)
-                if call is None:
-                    continue
-                final = check_response_headers(event.headers)
-                if final is not None:
-                    call.set_status(final)
-                    continue
-                call.initial_metadata = decode_metadata(event.headers)
-                call.headers_arrived()
-                encoding = dict(event.headers).get(b"grpc-encoding", b"identity")
-                if encoding != b"identity":
-                    self._use_response_encoding(call, encoding.decode("latin-1"))
-            elif isinstance(event, h2.events.TrailersReceived):
-                call = calls.get(event.stream_id)
-                if call is not None:
-                    call.set_status(status_from_headers(event.headers))
-            elif isinstance(event, h2.events.StreamEnded):
-                call = calls.get(event.stream_id)
-                if call is None:
-                    continue
-                if call.status is None:
-                    call.set_status(ResponseStatus(StatusCode.INTERNAL,
-                                                   "stream ended without grpc-status", []))
-                if not call.inbox.decoder.at_boundary():
-                    call.fail(RpcError(StatusCode.INTERNAL, "response ended inside a message"))
+                    raise
+                log.warning("bad response on stream %d from %s: %r", call.stream_id,
+                            self.peer, exc)
+                call.cancel(RpcError(StatusCode.INTERNAL, f"malformed response: {exc}"))
+
+    def _handle_event(self, event: h2.events.Event) -> None:
+        calls = self.calls
+        if isinstance(event, h2.events.DataReceived):
+            call = calls.get(event.stream_id)
+            if call is None:
+                self.receive_data(event)
+            else:
+                self.receive_data(event, call.inbox, call.cancel)
+        elif isinstance(event, h2.events.ResponseReceived):
+            call = calls.get(event.stream_id)
+            if call is None:
+                return
+            final = check_response_headers(event.headers)
+            if final is not None:
+                call.set_status(final)
+                return
+            call.initial_metadata = decode_metadata(event.headers)
+            call.headers_arrived()
+            encoding = dict(event.headers).get(b"grpc-encoding", b"identity")
+            if encoding != b"identity":
+                self._use_response_encoding(call, encoding.decode("latin-1"))
+        elif isinstance(event, h2.events.TrailersReceived):
+            call = calls.get(event.stream_id)
+            if call is not None:
+                call.set_status(status_from_headers(event.headers))
+        elif isinstance(event, h2.events.StreamEnded):
+            call = calls.get(event.stream_id)
+            if call is None:
+                return
+            if call.status is None:
+                call.set_status(ResponseStatus(StatusCode.INTERNAL,
+                                               "stream ended without grpc-status", []))
+            if not call.inbox.decoder.at_boundary():
+                call.fail(RpcError(StatusCode.INTERNAL, "response ended inside a message"))
+            call.inbox.end()
+            self._release(call)
+        elif isinstance(event, h2.events.StreamReset):
+            call = calls.get(event.stream_id)
+            if call is None:
+                return
+            if call.status is None:
+                code = status_from_rst(event.error_code)
+                call.fail(error_for(code, f"stream reset by server (error code "
+                                          f"{int(event.error_code)})"))
+            else:
                 call.inbox.end()
-                self._release(call)
-            elif isinstance(event, h2.events.StreamReset):
-                call = calls.get(event.stream_id)
-                if call is None:
-                    continue
-                if call.status is None:
-                    code = status_from_rst(event.error_code)
-                    call.fail(error_for(code, f"stream reset by server (error code "
-                                              f"{int(event.error_code)})"))
-                else:
-                    call.inbox.end()
-                self.stream_closed(call)
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self._goaway(event.last_stream_id or 0, int(event.error_code))
+            self.stream_closed(call)
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self._goaway(event.last_stream_id or 0, int(event.error_code))
 
     def _use_response_encoding(self, call: ClientCall, name: str) -> None:
         codec = codecs.get_codec(name)
@@ -290,7 +385,8 @@ class ClientConnection(H2Transport):
                                  f"response grpc-encoding {name!r} is not supported"))
             return
         limit = call.inbox.decoder.max_message_size
-        call.inbox.decoder.decompress = lambda data: codec.decompress(data, limit)
+        call.inbox.set_decompressor(lambda data: codec.decompress(data, limit))
+        call.inbox.on_bad_message = call.cancel
 
     def _goaway(self, last_stream_id: int, error_code: int) -> None:
         with self.lock:
@@ -307,6 +403,9 @@ class ClientConnection(H2Transport):
             self._on_idle(self)
 
     def connection_lost(self, error: RpcError) -> None:
+        self.loop.stop(join=False)
+        if not self.connected:
+            self._on_connect_failed(self, error)
         with self.lock:
             calls = list(self.calls.values())
             self.calls.clear()
@@ -614,54 +713,62 @@ class Client:
                                extra=self._extra_headers)
 
     def connection(self) -> ClientConnection:
-        """The shared connection, (re)connecting when there is none usable."""
+        """The shared connection, (re)connecting when there is none usable.
+
+        Never waits on the network: a new connection connects in its own loop thread,
+        and each caller waits for it in ``open_stream`` up to its own deadline, so one
+        stalled connect or handshake holds no other caller in line."""
         with self._lock:
             if self._closed:
                 raise UnavailableError(StatusCode.UNAVAILABLE, "client is closed")
             current = self._current
             if current is not None and not current.closed and not current.draining:
+                if self._backoff and current.connected:
+                    self._backoff = self._retry_at = 0.0
                 return current
-            address = (self.reference.host, self.reference.port)
+            host, port = self.reference.host, self.reference.port
             now = time.monotonic()
             if now < self._retry_at:
                 raise UnavailableError(
                     StatusCode.UNAVAILABLE,
-                    f"failed to connect to {address[0]}:{address[1]} ({self._connect_error}); "
+                    f"failed to connect to {host}:{port} ({self._connect_error}); "
                     f"next attempt in {self._retry_at - now:.2f}s")
             try:
-                sock = socket.create_connection(address, timeout=self.connect_timeout)
+                family, _, _, _, address = socket.getaddrinfo(
+                    host, port, type=socket.SOCK_STREAM)[0]
+                tls = None if self.ssl_context is None else TLSLayer(
+                    self.ssl_context, server_side=False, server_hostname=host)
+                connection = ClientConnection(address, family, self._connection_idle,
+                                              self._connect_failed, tls)
             except OSError as exc:
-                self._backoff = min(BACKOFF_MAX, self._backoff * BACKOFF_MULTIPLIER) \
-                    if self._backoff else BACKOFF_INITIAL
-                jitter = 1 + random.uniform(-BACKOFF_JITTER, BACKOFF_JITTER)
-                self._retry_at = time.monotonic() + self._backoff * jitter
-                self._connect_error = str(exc)
-                raise UnavailableError(
-                    StatusCode.UNAVAILABLE,
-                    f"failed to connect to {address[0]}:{address[1]}: {exc}") from exc
-            tls = None
-            if self.ssl_context is not None:
-                tls = TLSLayer(self.ssl_context, server_side=False,
-                               server_hostname=self.reference.host)
-                try:
-                    tls.handshake(sock, self.connect_timeout)
-                except (OSError, ssl.SSLError) as exc:
-                    sock.close()
-                    raise UnavailableError(
-                        StatusCode.UNAVAILABLE,
-                        f"TLS handshake with {address[0]}:{address[1]} failed: {exc}") from exc
-            self._backoff = self._retry_at = 0.0
-            sock.settimeout(None)
-            connection = ClientConnection(sock, self._connection_idle, tls)
-            connection.start()
-            if self.keepalive_time:
-                always = self.keepalive_permit_without_calls
-                connection.start_keepalive(self._timer_locked(), self.keepalive_time,
-                                           self.keepalive_timeout,
-                                           lambda: always or bool(connection.calls))
+                self._set_backoff_locked(str(exc))
+                raise UnavailableError(StatusCode.UNAVAILABLE,
+                                       f"failed to connect to {host}:{port}: {exc}") from exc
             self._current = connection
             self._connections.add(connection)
-            return connection
+            timer = self._timer_locked()
+        connection.start()
+        timeout = self.connect_timeout
+        timer.call_later(timeout, lambda: connection.connect_expired(timeout))
+        if self.keepalive_time:
+            always = self.keepalive_permit_without_calls
+            connection.start_keepalive(timer, self.keepalive_time, self.keepalive_timeout,
+                                       lambda: always or bool(connection.calls))
+        return connection
+
+    def _set_backoff_locked(self, error: str) -> None:
+        self._backoff = min(BACKOFF_MAX, self._backoff * BACKOFF_MULTIPLIER) \
+            if self._backoff else BACKOFF_INITIAL
+        jitter = 1 + random.uniform(-BACKOFF_JITTER, BACKOFF_JITTER)
+        self._retry_at = time.monotonic() + self._backoff * jitter
+        self._connect_error = error
+
+    def _connect_failed(self, connection: ClientConnection, error: RpcError) -> None:
+        """A connection died before it was up (its loop thread): back off."""
+        with self._lock:
+            self._set_backoff_locked(error.details)
+            if connection is self._current:
+                self._current = None
 
     def timer(self) -> Scheduler:
         """The client's timer thread (keepalive, request packing), started on first use."""

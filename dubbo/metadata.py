@@ -274,7 +274,8 @@ def check_response_headers(headers: Sequence[tuple[bytes, bytes]]) -> ResponseSt
     if b"grpc-status" in h:
         return status_from_headers(headers)
     raw_status = h.get(b":status", b"")
-    http_status = int(raw_status) if raw_status.isdigit() else 0
+    # RFC 9110 §15: three digits. A longer one would also cost int() its digit limit.
+    http_status = int(raw_status) if len(raw_status) == 3 and raw_status.isdigit() else 0
     if http_status != 200:
         return ResponseStatus(status_from_http(http_status),
                               f"HTTP status {http_status} without grpc-status",

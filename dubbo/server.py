@@ -4,7 +4,6 @@ worker pool running one handler per HTTP/2 stream."""
 from __future__ import annotations
 
 import logging
-import selectors
 import socket
 import ssl
 import threading
@@ -36,6 +35,7 @@ from .status import (
     CancelledError,
     DeadlineExceededError,
     RpcError,
+    SendStalledError,
     StatusCode,
     UnavailableError,
     status_from_rst,
@@ -43,7 +43,17 @@ from .status import (
 from .timer import Scheduler, TimerHandle
 from .tls import TLSLayer
 from .tls import prepare as tls_prepare
-from .transport import FAST_PRODUCER, H2Transport, Inbox, MessageWriter, Payload
+from .ioloop import IOLoop
+from .limits import FloodLimits
+from .transport import (
+    DEFAULT_MAX_HEADER_LIST_SIZE,
+    DEFAULT_MAX_SEND_BUFFER,
+    FAST_PRODUCER,
+    H2Transport,
+    Inbox,
+    MessageWriter,
+    Payload,
+)
 
 __all__ = ["Server"]
 
@@ -53,6 +63,9 @@ DEFAULT_MAX_WORKERS = 1000
 DEFAULT_MAX_CONCURRENT_STREAMS = 1000
 DEFAULT_KEEPALIVE_TIME = 7200.0  # grpc's server default: 2 hours
 DEFAULT_KEEPALIVE_TIMEOUT = 20.0
+DEFAULT_MAX_CONNECTIONS = 4096
+DEFAULT_SEND_TIMEOUT = 30.0  # a peer that reads nothing this long loses its stream
+DEFAULT_WORKER_IDLE_TIMEOUT = 60.0
 
 
 class ServerCall:
@@ -80,7 +93,8 @@ class ServerCall:
             codec = codecs.get_codec(head.encoding)
             assert codec is not None  # unsupported encodings are refused before this
             limit = server.max_receive_message_size
-            self.inbox.decoder.decompress = lambda data: codec.decompress(data, limit)
+            self.inbox.set_decompressor(lambda data: codec.decompress(data, limit))
+            self.inbox.on_bad_message = self._bad_request
         self.response_codec: codecs.Codec | None = None
         self.writer: MessageWriter | None = None  # made by the first streamed reply
         self.deadline = Deadline.after(head.timeout)
@@ -152,11 +166,15 @@ class ServerCall:
                 pass
             transport.lock.notify_all()
         try:
-            transport.flush(block=False)
+            transport.flush()
         except RpcError:
             pass
         self.inbox.fail(error)
         self._run_callbacks(elsewhere=True)
+
+    def _bad_request(self, error: RpcError) -> None:
+        """A request could not be inflated (handler's thread): answer with its status."""
+        self.end_now(error, h2.errors.ErrorCodes.NO_ERROR)
 
     def cancel_locally(self) -> None:
         self.transport.reset_stream(self.stream_id, h2.errors.ErrorCodes.CANCEL)
@@ -278,7 +296,8 @@ class ServerCall:
                 if not self.headers_sent:
                     self._send_headers_locked()
             writer = self.writer = MessageWriter(self.transport, self.stream_id, self.deadline,
-                                                 self.error, self.server.timer)
+                                                 self.error, self.server.timer,
+                                                 send_timeout=self.server.send_timeout)
         writer.write(frame, coalesce)
 
     def send_unary(self, response: Any) -> None:
@@ -289,7 +308,8 @@ class ServerCall:
                 self._send_headers_locked()
         self.transport.send_data(self.stream_id, frame, True, self.deadline, self.error,
                                  trailers=self._final_trailers(self.context.code or StatusCode.OK,
-                                                               self.context.details))
+                                                               self.context.details),
+                                 send_timeout=self.server.send_timeout)
         self._closed_by_us()
 
     def _final_trailers(self, code: StatusCode, details: str) -> list[tuple[str, str]]:
@@ -377,6 +397,10 @@ class ServerCall:
                     self.finish(self.context.code, self.context.details)
                 else:
                     self.send_unary(response)
+        except SendStalledError as exc:
+            # The peer reads nothing: reset the stream rather than wait on it again.
+            log.info("%s on %s: %s", self.head.path, self.transport.peer, exc.details)
+            self.end_now(exc, h2.errors.ErrorCodes.CANCEL)
         except RpcError as exc:
             self._fail(exc.code, exc.details, exc.trailing_metadata)
         except Exception as exc:
@@ -410,40 +434,71 @@ class ServerConnection(H2Transport):
 
     thread_name = "dubbo-server-conn"
 
-    def __init__(self, server: Server, sock: socket.socket, tls: TLSLayer | None = None) -> None:
-        super().__init__(sock, client_side=False,
-                         max_concurrent_streams=server.max_concurrent_streams, tls=tls)
+    def __init__(self, server: Server, sock: socket.socket, loop: IOLoop,
+                 tls: TLSLayer | None = None) -> None:
+        super().__init__(sock, client_side=False, loop=loop,
+                         max_concurrent_streams=server.max_concurrent_streams, tls=tls,
+                         max_header_list_size=server.max_header_list_size,
+                         max_send_buffer=server.max_send_buffer,
+                         flood_limits=server.flood_limits)
+        self.conn.streams_limited_by_us = True  # _start_call refuses excess streams
         self.server = server
         self.calls: dict[int, ServerCall] = {}  # guarded by self.lock
+        # The peer's preface and first SETTINGS arrived (loop thread; read by the timer).
+        self.ready = False
+        self._handshake_timer: TimerHandle | None = None
+
+    def watch_handshake(self, timeout: float) -> None:
+        """Close the connection unless TLS, the preface and the peer's first SETTINGS
+        are done within ``timeout`` s: a silent socket must not stay for free."""
+        self._handshake_timer = self.server.timer.call_later(timeout, self._handshake_expired)
+
+    def _handshake_expired(self) -> None:
+        if not self.ready and not self.closed:
+            log.info("closing connection from %s: no HTTP/2 handshake within %gs",
+                     self.peer, self.server.handshake_timeout)
+            self.close(UnavailableError(StatusCode.UNAVAILABLE, "handshake timeout"))
 
     def handle_events(self, events: list[h2.events.Event]) -> None:
         for event in events:
-            if isinstance(event, h2.events.DataReceived):
-                call = self.calls.get(event.stream_id)
-                if call is None:  # finished by us, or refused
-                    self.receive_data(event)
-                else:
-                    self.receive_data(event, call.inbox,
-                                      lambda exc, call=call: self._abort_call(call, exc))
-            elif isinstance(event, h2.events.RequestReceived):
-                self._start_call(event.stream_id, event.headers)
-            elif isinstance(event, h2.events.StreamEnded):
-                call = self.calls.get(event.stream_id)
-                if call is not None:
-                    self._remote_closed(call)
-            elif isinstance(event, h2.events.StreamReset):
-                call = self.calls.get(event.stream_id)
-                if call is not None:
-                    code = status_from_rst(event.error_code)
-                    call.cancel(CancelledError(code, "Cancelled by the client") if
-                                code is StatusCode.CANCELLED else RpcError(code, "stream reset"))
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                # A client's GOAWAY only stops new streams; its calls end with the
-                # socket. An error code means the client gave up on all of them.
-                if event.error_code:
-                    self._cancel_all(UnavailableError(
-                        StatusCode.UNAVAILABLE,
-                        f"client sent GOAWAY (error code {int(event.error_code)})"))
+            try:
+                self._handle_event(event)
+            except h2.exceptions.StreamClosedError as exc:
+                # An answer to a stream the same read also reset: that stream is over,
+                # the rest of the connection is not.
+                log.debug("stream %s closed while handling %r", exc.stream_id, event)
+
+    def _handle_event(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.DataReceived):
+            call = self.calls.get(event.stream_id)
+            if call is None:  # finished by us, or refused
+                self.receive_data(event)
+            else:
+                self.receive_data(event, call.inbox,
+                                  lambda exc, call=call: self._abort_call(call, exc))
+        elif isinstance(event, h2.events.RequestReceived):
+            self._start_call(event.stream_id, event.headers)
+        elif isinstance(event, h2.events.RemoteSettingsChanged) and not self.ready:
+            self.ready = True
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
+        elif isinstance(event, h2.events.StreamEnded):
+            call = self.calls.get(event.stream_id)
+            if call is not None:
+                self._remote_closed(call)
+        elif isinstance(event, h2.events.StreamReset):
+            call = self.calls.get(event.stream_id)
+            if call is not None:
+                code = status_from_rst(event.error_code)
+                call.cancel(CancelledError(code, "Cancelled by the client") if
+                            code is StatusCode.CANCELLED else RpcError(code, "stream reset"))
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            # A client's GOAWAY only stops new streams; its calls end with the
+            # socket. An error code means the client gave up on all of them.
+            if event.error_code:
+                self._cancel_all(UnavailableError(
+                    StatusCode.UNAVAILABLE,
+                    f"client sent GOAWAY (error code {int(event.error_code)})"))
 
     def _remote_closed(self, call: ServerCall) -> None:
         with self.lock:
@@ -465,11 +520,11 @@ class ServerConnection(H2Transport):
         headers = trailers(error.code, error.details, extra or (), trailers_only=True,
                            content_type=content_type, http_status=http_status)
         with self.lock:
-            self.conn.send_headers(stream_id, headers, end_stream=True)
             try:
+                self.conn.send_headers(stream_id, headers, end_stream=True)
                 self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
             except h2.exceptions.StreamClosedError:
-                pass
+                pass  # reset by the peer in the same read: nothing to answer
 
     def _start_call(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
         try:
@@ -477,9 +532,14 @@ class ServerConnection(H2Transport):
         except RequestRejected as exc:
             self._reject(stream_id, exc, exc.http_status)
             return
-        if self.server.stopping:
+        if self.server.stopping or len(self.calls) >= self.server.max_concurrent_streams:
+            # Over our SETTINGS_MAX_CONCURRENT_STREAMS (a peer may open streams before
+            # it has read them): a stream error, RFC 9113 §5.1.2.
             with self.lock:
-                self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                try:
+                    self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                except h2.exceptions.StreamClosedError:
+                    pass
             return
         handler, miss = self.server.lookup(head)
         if handler is None:
@@ -491,6 +551,13 @@ class ServerConnection(H2Transport):
             self._reject(stream_id, codecs.unsupported_encoding_error(head.encoding),
                          content_type=head.content_type,
                          extra=[("grpc-accept-encoding", codecs.accept_encoding_header())])
+            return
+        if len(self.calls) >= self.server.max_calls_per_connection:
+            self._reject(stream_id, RpcError(
+                StatusCode.RESOURCE_EXHAUSTED,
+                f"too many calls on one connection ({len(self.calls)} running; "
+                f"max_calls_per_connection={self.server.max_calls_per_connection})"),
+                content_type=head.content_type)
             return
         if not self.server.admit():
             self._reject(stream_id, RpcError(
@@ -529,6 +596,8 @@ class ServerConnection(H2Transport):
             call.cancel(error)
 
     def connection_lost(self, error: RpcError) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
         self._cancel_all(error)
         self.server.connection_closed(self)
 
@@ -538,6 +607,31 @@ class ServerConnection(H2Transport):
             calls = list(self.calls.values())
         for call in calls:
             call.cancel_locally()
+
+
+class _Listener:
+    """The listening socket, read by the server's loop."""
+
+    def __init__(self, server: Server, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+
+    def on_ready(self, readable: bool, writable: bool) -> None:
+        for _ in range(64):  # a bounded batch: the loop has connections to read too
+            try:
+                sock, _addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if self.sock.fileno() != -1:
+                    log.warning("accept failed: %s", exc)
+                return
+            self.server.accept(sock)
+
+    def close(self) -> None:
+        assert self.server._loop is not None
+        self.server._loop.unregister(self)
+        self.sock.close()
 
 
 class Server:
@@ -559,9 +653,19 @@ class Server:
                  keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME,
                  keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
                  ssl_context: ssl.SSLContext | None = None,
-                 handshake_timeout: float = 10.0) -> None:
+                 handshake_timeout: float = 10.0,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 max_calls_per_connection: int | None = None,
+                 send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
+                 max_send_buffer: int = DEFAULT_MAX_SEND_BUFFER,
+                 max_header_list_size: int = DEFAULT_MAX_HEADER_LIST_SIZE,
+                 worker_idle_timeout: float | None = DEFAULT_WORKER_IDLE_TIMEOUT,
+                 min_workers: int = 0,
+                 flood_limits: FloodLimits | None = None) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
         self.config = service_config
         # service name -> {(group, version): handler}; filled before start(), read-only after.
         self.services: dict[str, dict[tuple[str | None, str | None], RpcServiceHandler]] = {}
@@ -579,15 +683,26 @@ class Server:
         # TLS with ALPN h2 (dubbo.tls.server_context makes one); None: plaintext h2c.
         self.ssl_context = None if ssl_context is None else tls_prepare(ssl_context)
         self.handshake_timeout = handshake_timeout
+        self.max_connections = max_connections
+        # One connection may not take every worker: other clients must still be served.
+        # By default half the workers (running and waiting calls count); a pool under
+        # 16 workers is a deliberate choice, left whole to whichever client uses it.
+        if max_calls_per_connection is None:
+            max_calls_per_connection = max_workers // 2 if max_workers >= 16 else 2**31
+        self.max_calls_per_connection = max_calls_per_connection
+        self.send_timeout = send_timeout
+        self.max_send_buffer = max_send_buffer
+        self.max_header_list_size = max_header_list_size
+        self.worker_idle_timeout = worker_idle_timeout
+        self.min_workers = min_workers
+        self.flood_limits = flood_limits or FloodLimits()
         self.stopping = False
         self.timer = Scheduler("dubbo-server-timer")
         self._lock = threading.Condition()  # guards _connections, _active, stopping
         self._connections: set[ServerConnection] = set()
         self._active = 0  # calls admitted and not yet finished (running or waiting)
-        self._listener: socket.socket | None = None
-        self._selector: selectors.BaseSelector | None = None
-        self._wakeup: tuple[socket.socket, socket.socket] | None = None
-        self._accept_thread: threading.Thread | None = None
+        self._listener: _Listener | None = None
+        self._loop: IOLoop | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._stopped = threading.Event()
         self.port: int = service_config.port
@@ -637,60 +752,51 @@ class Server:
         infos = socket.getaddrinfo(host, self.config.port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE)
         family, _, _, _, address = infos[0]
-        listener = socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(address)
-            listener.listen(512)
-            listener.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(512)
+            sock.setblocking(False)
         except OSError:
-            listener.close()
+            sock.close()
             raise
-        self._listener = listener
-        self.port = listener.getsockname()[1]
-        self._wakeup = socket.socketpair()
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(listener, selectors.EVENT_READ)
-        self._selector.register(self._wakeup[0], selectors.EVENT_READ)
+        self.port = sock.getsockname()[1]
         self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="dubbo-worker")
-        self._accept_thread = threading.Thread(target=self._accept_loop,
-                                               name="dubbo-server-accept", daemon=True)
-        self._accept_thread.start()
+        self._loop = IOLoop("dubbo-server-io")
+        self._listener = _Listener(self, sock)
+        self._loop.start()
+        self._loop.call_soon(lambda: self._loop.register(self._listener))  # type: ignore
         log.info("serving %s on %s:%d", ", ".join(self.services), host, self.port)
         return self
 
-    def _accept_loop(self) -> None:
-        assert self._selector is not None and self._listener is not None
-        while not self.stopping:
-            for key, _ in self._selector.select():
-                if key.fileobj is not self._listener:
-                    return
-                try:
-                    sock, _addr = self._listener.accept()
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError:
-                    if self.stopping:
-                        return
-                    log.exception("accept failed")
-                    continue
-                sock.setblocking(True)
-                try:
-                    tls = None if self.ssl_context is None else \
-                        TLSLayer(self.ssl_context, server_side=True)
-                    connection = ServerConnection(self, sock, tls)
-                    with self._lock:
-                        if self.stopping:
-                            sock.close()
-                            return
-                        self._connections.add(connection)
-                    connection.start(self.handshake_timeout)
-                    if self.keepalive_time:
-                        connection.start_keepalive(self.timer, self.keepalive_time,
-                                                   self.keepalive_timeout, lambda: True)
-                except Exception:
-                    log.exception("could not set up a connection")
-                    sock.close()
+    def accept(self, sock: socket.socket) -> None:
+        """A new connection (loop thread): refuse it past max_connections, else read it."""
+        assert self._loop is not None
+        with self._lock:
+            refuse = self.stopping or len(self._connections) >= self.max_connections
+        if refuse:
+            if not self.stopping:
+                log.warning("refusing a connection: %d open (max_connections)",
+                            self.max_connections)
+            sock.close()
+            return
+        try:
+            tls = None if self.ssl_context is None else \
+                TLSLayer(self.ssl_context, server_side=True)
+            connection = ServerConnection(self, sock, self._loop, tls)
+        except Exception:
+            log.exception("could not set up a connection")
+            sock.close()
+            return
+        with self._lock:
+            self._connections.add(connection)
+        connection.watch_handshake(self.handshake_timeout)
+        self._loop.register(connection)
+        connection.attached()
+        if self.keepalive_time:
+            connection.start_keepalive(self.timer, self.keepalive_time,
+                                       self.keepalive_timeout, lambda: True)
 
     def admit(self) -> bool:
         """Count a new call in, unless the workers and the waiting room are full."""
@@ -728,14 +834,9 @@ class Server:
                 return
             self.stopping = True
             connections = list(self._connections)
-        assert self._wakeup is not None and self._selector is not None
-        self._wakeup[1].send(b"x")
-        if self._accept_thread is not None:
-            self._accept_thread.join()
-        self._selector.close()
-        self._listener.close()
-        for s in self._wakeup:
-            s.close()
+        assert self._loop is not None and self._listener is not None
+        listener = self._listener
+        self._loop.call_soon(listener.close)
         for connection in connections:
             connection.drain()
         deadline = Deadline.after(grace)
@@ -750,6 +851,7 @@ class Server:
             connection.close(UnavailableError(StatusCode.UNAVAILABLE, "server stopped"))
         for connection in connections:
             connection.join(5.0)
+        self._loop.stop()
         self.timer.close()
         assert self._pool is not None
         # Handlers were cancelled; one that ignores it must not hang stop() forever.

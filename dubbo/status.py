@@ -14,6 +14,7 @@ __all__ = [
     "StatusCode",
     "RpcError",
     "CancelledError",
+    "SendStalledError",
     "DeadlineExceededError",
     "UnavailableError",
     "ProtocolError",
@@ -97,6 +98,11 @@ class CancelledError(RpcError):
     """The call was cancelled: by the caller, the peer (RST_STREAM) or a shutdown."""
 
     default_code = StatusCode.CANCELLED
+
+
+class SendStalledError(CancelledError):
+    """The peer kept its flow-control window (or its socket) shut for the send timeout:
+    the stream is given up so it holds no worker."""
 
 
 class DeadlineExceededError(RpcError):

@@ -58,6 +58,26 @@ class TLSLayer:
         self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side,
                                      server_hostname=server_hostname)
         self._lock = threading.Lock()
+        self.server_side = server_side
+
+    def handshake_step(self, data: bytes) -> tuple[bool, bytes]:
+        """Feed ``data`` received during the handshake; return whether it is done and
+        the bytes to send. ``ssl.SSLError`` if it fails, ``ConnectionError`` unless
+        ALPN settled on ``h2``."""
+        with self._lock:
+            if data:
+                self._incoming.write(data)
+            try:
+                self._ssl.do_handshake()
+                done = True
+            except ssl.SSLWantReadError:
+                done = False
+            output = self._outgoing.read()
+        if done:
+            protocol = self._ssl.selected_alpn_protocol()
+            if protocol != "h2":
+                raise ConnectionError(f"TLS peer did not agree to HTTP/2 (ALPN {protocol!r})")
+        return done, output
 
     def handshake(self, sock: socket.socket, timeout: float) -> None:
         """Run the handshake on a blocking socket; ``ssl.SSLError`` or ``OSError`` if it

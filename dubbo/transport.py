@@ -1,17 +1,20 @@
-"""One HTTP/2 connection over a blocking socket, shared by the server and the client.
+"""One HTTP/2 connection over a non-blocking socket, shared by the server and the client.
 
 Threading model (the design card):
 
-* one reader thread per connection calls ``recv``, feeds h2 and dispatches events;
-* any thread may send. ``lock`` (a Condition) guards the h2 state machine; sends take
-  ``_send_lock`` so bytes drained from h2 reach the socket in the order h2 produced
-  them, and the h2 lock is never held across a blocking ``sendall``;
-* a sender whose flow-control window is closed waits on ``lock``; the reader notifies
-  it on WINDOW_UPDATE / SETTINGS, and a reset, cancel or close wakes it too.
+* an ``IOLoop`` thread reads the socket, feeds h2 and dispatches events (the server's
+  loop reads every connection; a client connection has a loop of its own);
+* any thread may send, and no thread ever waits on the socket: ``flush`` sends what
+  the socket takes and leaves the rest to the loop (see ``H2Transport``);
+* a sender whose flow-control window is closed, or whose connection has
+  ``OUTBOUND_HIGH_WATER`` bytes waiting, waits on ``lock`` until a WINDOW_UPDATE,
+  SETTINGS, the backlog draining, a reset, a cancel, its deadline or its send timeout.
 
 Received messages are acknowledged (their window reopened) as the consumer takes them
 once a stream has ``RECV_HIGH_WATER`` bytes waiting, so a slow consumer slows its peer
-and memory per stream stays bounded (grpclib's Buffer does the same).
+and memory per stream stays bounded (grpclib's Buffer does the same). Compressed
+messages are inflated by the consumer as it takes them, so what a stream holds is
+bounded in compressed bytes and a handler that does not read costs no inflating.
 """
 
 from __future__ import annotations
@@ -32,27 +35,38 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from h2.frame_buffer import FrameBuffer
 from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
 from .deadline import Deadline
-from .frames import DEFAULT_MAX_MESSAGE_SIZE, MessageDecoder
+from .frames import DEFAULT_MAX_MESSAGE_SIZE, MessageDecoder, check_size
 from .hpack_cache import CachingDecoder, CachingEncoder
-from .status import CancelledError, DeadlineExceededError, RpcError, StatusCode, UnavailableError
+from .ioloop import IOLoop
+from .limits import FloodGuard, FloodLimits
+from .status import (
+    CancelledError,
+    DeadlineExceededError,
+    RpcError,
+    SendStalledError,
+    StatusCode,
+    UnavailableError,
+)
 from .timer import Scheduler
 from .tls import TLSLayer
 
 log = logging.getLogger("dubbo.transport")
 
-# A non-blocking send for the reader and timer threads (Linux and the BSDs have it).
-_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
-_READER_LOCK_WAIT = 0.001  # seconds a non-blocking flush may wait for the send lock
-RECV_SIZE = 256 * 1024  # read into one reused buffer: no 256 KiB allocation per read
 STREAM_WINDOW = 8 * 1024 * 1024  # our per-stream receive window: a 4 MiB message flows unstopped
 CONNECTION_WINDOW = 16 * 1024 * 1024  # our connection receive window
 MAX_FRAME_SIZE = 1024 * 1024  # largest DATA frame we accept
 RECV_HIGH_WATER = 1024 * 1024  # unconsumed bytes per stream before we stop reopening
 SEND_BATCH = 1024 * 1024  # bytes pushed into h2 per lock hold when sending a large message
 ACK_BATCH = 256 * 1024  # received bytes acknowledged to h2 at once
+# Unsent bytes per connection above which DATA senders wait, and below which they go on.
+OUTBOUND_HIGH_WATER = 2 * 1024 * 1024
+OUTBOUND_LOW_WATER = 512 * 1024
+DEFAULT_MAX_SEND_BUFFER = 8 * 1024 * 1024  # past it a peer that does not read is dropped
+DEFAULT_MAX_HEADER_LIST_SIZE = 64 * 1024
 COALESCE_BYTES = 64 * 1024  # a MessageWriter sends once this much waits
 COALESCE_DELAY = 0.001  # ... or this long after the first waiting message
 # A producer (handler generator, request iterator) that handed over its last message
@@ -66,6 +80,45 @@ _END = object()  # inbox marker: the peer half-closed the stream
 # Events that may let a blocked sender go on (or must stop it).
 _WAKE_SENDERS = (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged,
                  h2.events.StreamReset, h2.events.ConnectionTerminated)
+# Events a peer can provoke for free, by the FloodGuard bucket that counts them.
+_FLOOD_KINDS: dict[type, str] = {
+    h2.events.StreamReset: "resets",
+    h2.events.PingReceived: "pings",
+    h2.events.RemoteSettingsChanged: "settings",
+    h2.events.DataReceived: "empty_frames",  # counted only when empty, see _check_flood
+    h2.events.PriorityUpdated: "empty_frames",
+}
+
+
+class _FrameBuffer(FrameBuffer):
+    """h2's frame buffer, checked before it buffers: a frame header declaring more than
+    our SETTINGS_MAX_FRAME_SIZE is refused as soon as its 9 bytes arrive (h2 waits for
+    the whole declared frame first), and a header block (HEADERS + CONTINUATION) may
+    not grow past ``max_header_block`` bytes (h2 only counts its frames)."""
+
+    def __init__(self, server: bool, max_header_block: int) -> None:
+        super().__init__(server=server)
+        self.max_header_block = max_header_block
+        self._header_block_size = 0
+
+    def __next__(self) -> Any:
+        data = self._data
+        if len(data) >= 9:
+            length = int.from_bytes(data[:3], "big")
+            if length > self.max_frame_size:
+                raise h2.exceptions.FrameTooLargeError(
+                    f"frame of {length} bytes declared, max {self.max_frame_size}")
+        return super().__next__()
+
+    def _update_header_buffer(self, f: Any) -> Any:
+        if self._headers_buffer or (f is not None and f.type in (0x01, 0x05)
+                                    and "END_HEADERS" not in f.flags):
+            self._header_block_size = (self._header_block_size if self._headers_buffer
+                                       else 0) + len(getattr(f, "data", b""))
+            if self._header_block_size > self.max_header_block:
+                raise h2.exceptions.DenialOfServiceError(
+                    f"header block over {self.max_header_block} bytes")
+        return super()._update_header_buffer(f)
 
 
 class _H2Connection(h2.connection.H2Connection):
@@ -73,14 +126,26 @@ class _H2Connection(h2.connection.H2Connection):
     trace logging on every frame even when logging is off, which hex-dumps DATA
     payloads (35% of the server's CPU echoing 4 MiB messages, 9% on small unary
     calls). Same logic otherwise; h2 is pinned to 4.x in setup.cfg. Its HPACK coders
-    remember repeated header blocks (hpack_cache)."""
+    remember repeated header blocks (hpack_cache).
 
-    def __init__(self, config: h2.config.H2Configuration) -> None:
+    ``streams_limited_by_us``: h2 answers a stream over our MAX_CONCURRENT_STREAMS by
+    tearing down the whole connection, while RFC 9113 §5.1.2 makes it a stream error
+    (a peer may open streams before it has read our SETTINGS; grpclib does). The
+    server refuses such streams itself with REFUSED_STREAM, so h2's count is turned
+    off (it still purges closed streams)."""
+
+    streams_limited_by_us = False
+
+    def __init__(self, config: h2.config.H2Configuration, max_header_list_size: int) -> None:
         super().__init__(config=config)
         self.encoder = CachingEncoder()
-        decoder = CachingDecoder()
-        decoder.max_header_list_size = self.decoder.max_header_list_size
-        self.decoder = decoder
+        self.decoder = CachingDecoder(max_header_list_size)
+        self.incoming_buffer = _FrameBuffer(not config.client_side, max_header_list_size)
+
+    @property
+    def open_inbound_streams(self) -> int:
+        count = self._open_streams(int(not self.config.client_side))
+        return 0 if self.streams_limited_by_us else count
 
     def _receive_frame(self, frame: Any) -> list[h2.events.Event]:
         try:
@@ -109,6 +174,12 @@ def _rst_frame(stream_id: int, error_code: int) -> RstStreamFrame:
     return frame
 
 
+class _Compressed(bytes):
+    """A message as received, still compressed (inflated by ``Inbox.get``)."""
+
+    __slots__ = ()
+
+
 class Inbox:
     """Messages received on one stream, in order, until the consumer takes them.
 
@@ -119,7 +190,7 @@ class Inbox:
     """
 
     __slots__ = ("_queue", "_ready", "_lock", "buffered", "deferred", "error", "done",
-                 "decoder", "drop_empty", "abandoned")
+                 "decoder", "drop_empty", "abandoned", "_inflate", "on_bad_message")
 
     def __init__(self, max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -132,6 +203,16 @@ class Inbox:
         self.decoder = MessageDecoder(max_message_size)
         self.drop_empty = False
         self.abandoned = False  # nobody will read again: take no more, hold no credit
+        self._inflate: Callable[[bytes], bytes] | None = None
+        # Told (on the consumer's thread) when a message cannot be inflated.
+        self.on_bad_message: Callable[[RpcError], None] | None = None
+
+    def set_decompressor(self, inflate: Callable[[bytes], bytes]) -> None:
+        """Compressed messages are queued as they came and inflated by ``get``, on the
+        consumer's thread: what a stream holds counts compressed bytes, bounded by
+        flow control, and nothing is inflated for a consumer that does not read."""
+        self._inflate = inflate
+        self.decoder.decompress = _Compressed
 
     def abandon(self) -> int:
         """The call is over: return the credit held back, and from now on give all
@@ -208,7 +289,22 @@ class Inbox:
             credit = 0
             if self.deferred and self.buffered < RECV_HIGH_WATER:
                 credit, self.deferred = self.deferred, 0
+        if type(message) is _Compressed:
+            message = self._inflated(message)
         return message, credit
+
+    def _inflated(self, message: bytes) -> bytes:
+        assert self._inflate is not None
+        try:
+            payload = self._inflate(message)
+            check_size(len(payload), self.decoder.max_message_size, "Received decompressed")
+        except RpcError as exc:
+            self.fail(exc)
+            self.done = True
+            if self.on_bad_message is not None:
+                self.on_bad_message(exc)
+            raise
+        return payload
 
 
 class MessageWriter:
@@ -224,12 +320,14 @@ class MessageWriter:
     """
 
     __slots__ = ("transport", "stream_id", "deadline", "error", "scheduler", "urgent",
-                 "_lock", "_pending", "_size", "_armed")
+                 "send_timeout", "_lock", "_pending", "_size", "_armed")
 
     def __init__(self, transport: H2Transport, stream_id: int, deadline: Deadline | None,
                  error: Callable[[], RpcError | None], scheduler: Scheduler,
-                 urgent: Callable[[], bool] | None = None) -> None:
+                 urgent: Callable[[], bool] | None = None,
+                 send_timeout: float | None = None) -> None:
         self.transport = transport
+        self.send_timeout = send_timeout
         # ``urgent()`` true: someone waits on the peer's answer, nothing may be held.
         self.urgent = urgent
         self.stream_id = stream_id
@@ -283,7 +381,8 @@ class MessageWriter:
 
     def _send_locked(self, end_stream: bool, trailers: list[tuple[str, str]] | None) -> None:
         self.transport.send_data(self.stream_id, self._take_locked(), end_stream,
-                                 self.deadline, self.error, trailers)
+                                 self.deadline, self.error, trailers,
+                                 send_timeout=self.send_timeout)
 
     def _on_timer(self) -> None:
         # Scheduler thread: never wait here.
@@ -310,22 +409,50 @@ class MessageWriter:
 
 
 class H2Transport:
-    """A socket plus its h2 state machine; subclasses handle the events."""
+    """A non-blocking socket plus its h2 state machine, driven by an ``IOLoop``;
+    subclasses handle the events.
 
-    thread_name = "dubbo-conn"
+    Nothing here ever waits on the socket. Bytes h2 produces go out with a
+    non-blocking send; what the socket does not take waits in ``_outbuf`` for the
+    loop to write when the socket is writable. Threads that produce DATA stop pushing
+    into h2 while ``OUTBOUND_HIGH_WATER`` bytes wait, so what we hold for a peer that
+    does not read is bounded; if control frames it provokes (PING and SETTINGS acks,
+    resets) still pile up past ``max_send_buffer``, the connection is closed.
 
-    def __init__(self, sock: socket.socket, client_side: bool,
+    Locks, in the order they are taken:
+
+    ========== ================================================================
+    lock       guards
+    ========== ================================================================
+    _send_lock ``_outbuf`` and the order bytes reach the socket (TLS records too)
+    lock       the h2 state machine, ``closed``/``error``, ``_h2_pending``, the
+               subclasses' call tables; its condition wakes senders waiting for
+               window, for the outbound backlog to drain, or for a stream slot
+    ========== ================================================================
+    """
+
+    def __init__(self, sock: socket.socket, client_side: bool, loop: IOLoop,
                  max_concurrent_streams: int | None = None,
-                 tls: TLSLayer | None = None) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                 tls: TLSLayer | None = None,
+                 max_header_list_size: int = DEFAULT_MAX_HEADER_LIST_SIZE,
+                 max_send_buffer: int = DEFAULT_MAX_SEND_BUFFER,
+                 flood_limits: FloodLimits | None = None) -> None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # not TCP (a socketpair in tests)
+            pass
+        sock.setblocking(False)
         self.sock = sock
-        self.tls = tls  # its handshake is done before the first flush
+        self.loop = loop
+        self.tls = tls
+        # False until the TLS handshake is done: h2's output waits in h2 till then.
+        self.secured = tls is None
         try:
             peer = sock.getpeername()
             family = "ipv6" if sock.family == socket.AF_INET6 else "ipv4"
             self.peer = f"{family}:{peer[0]}:{peer[1]}" if family == "ipv4" \
                 else f"ipv6:[{peer[0]}]:{peer[1]}"
-        except OSError:
+        except (OSError, IndexError, TypeError):
             self.peer = "unknown"
         # We build every header block ourselves (metadata.py validates user metadata)
         # and parse received ones in metadata.py, which checks each header it uses and
@@ -335,16 +462,18 @@ class H2Transport:
             client_side=client_side, header_encoding=None,
             validate_outbound_headers=False, normalize_outbound_headers=False,
             validate_inbound_headers=False, normalize_inbound_headers=False)
-        self.conn = _H2Connection(config=config)
-        self.lock = threading.Condition()  # guards self.conn and closed/error
-        self._send_lock = threading.Lock()  # orders socket writes
+        self.conn = _H2Connection(config, max_header_list_size)
+        self.lock = threading.Condition()  # see the class docstring
+        self._send_lock = threading.Lock()
         self.closed = False
         self.error: RpcError | None = None
-        self.thread: threading.Thread | None = None
         self.last_activity = time.monotonic()  # when bytes last arrived: liveness
-        self._unsent = b""  # bytes a non-blocking flush could not write (under _send_lock)
-        self._flush_wanted = False  # a non-blocking flush found the send lock taken
-        # Credit owed to the peer, not yet handed to h2: the reader thread's alone.
+        self.max_send_buffer = max_send_buffer
+        self._outbuf = bytearray()  # bytes the socket did not take yet (_send_lock)
+        self._h2_pending = 0  # DATA bytes pushed into h2, not yet flushed (lock)
+        self._want_write = False  # the loop watches for writability (loop thread)
+        self._flood = FloodGuard(flood_limits or FloodLimits(), time.monotonic())
+        # Credit owed to the peer, not yet handed to h2: the reader's alone.
         self._unacked: dict[int, int] = {}
         self._unacked_total = 0
         self._keep_open_after_goaway()
@@ -355,7 +484,7 @@ class H2Transport:
         settings = {
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
             h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 64 * 1024,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,
         }
         if max_concurrent_streams is not None:
             settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = max_concurrent_streams
@@ -365,86 +494,179 @@ class H2Transport:
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
 
-    # -- threads -------------------------------------------------------------------
+    # -- the loop ------------------------------------------------------------------
 
-    def start(self, handshake_timeout: float | None = None) -> None:
-        """Start the reader thread; with ``handshake_timeout`` it first runs the TLS
-        handshake (servers: a slow client must not hold up the accept loop)."""
-        self.thread = threading.Thread(target=self._run, args=(handshake_timeout,),
-                                       name=self.thread_name, daemon=True)
-        self.thread.start()
+    def start(self) -> None:
+        """Join the loop: from now on it reads this connection."""
+        if not self.loop.call_soon(self._attach):
+            self._terminate(UnavailableError(StatusCode.UNAVAILABLE, "I/O loop stopped"))
 
-    def _run(self, handshake_timeout: float | None) -> None:
-        if self.tls is not None and handshake_timeout is not None:
-            try:
-                self.tls.handshake(self.sock, handshake_timeout)
-            except (OSError, ssl.SSLError) as exc:
-                log.warning("TLS handshake with %s failed: %s", self.peer, exc)
-                self._terminate(UnavailableError(StatusCode.UNAVAILABLE,
-                                                 f"TLS handshake failed: {exc}"))
-                return
-        try:
-            self.flush()  # the connection preface
-        except RpcError as exc:
-            self._terminate(exc)
+    def _attach(self) -> None:
+        if self.closed:
+            self._terminate(self.error or UnavailableError(StatusCode.UNAVAILABLE, "closed"))
             return
-        self._read_loop()
-
-    def _read_loop(self) -> None:
-        error: RpcError = UnavailableError(StatusCode.UNAVAILABLE, "connection closed by peer")
         try:
-            recv_into = self.sock.recv_into
-            buffer = bytearray(RECV_SIZE)
-            view = memoryview(buffer)
-            while True:
-                n = recv_into(buffer)
-                if not n:
-                    break
-                self.last_activity = time.monotonic()
-                data: bytes | memoryview = view[:n]
-                if self.tls is not None:
+            self.loop.register(self, write=self.wants_connect())
+        except (OSError, ValueError, KeyError) as exc:
+            self._terminate(UnavailableError(StatusCode.UNAVAILABLE, f"connection lost: {exc}"))
+            return
+        self.attached()
+
+    def wants_connect(self) -> bool:
+        """True while a non-blocking connect is in progress (clients)."""
+        return False
+
+    def attached(self) -> None:
+        """On the loop thread, once registered: start talking."""
+        if self.tls is not None and not self.tls.server_side:
+            self._handshake(b"")
+        else:
+            self._flush_from_loop()
+
+    def on_ready(self, readable: bool, writable: bool) -> None:
+        if writable:
+            self._on_writable()
+        if readable and not self.closed:
+            self._on_readable()
+
+    def _on_writable(self) -> None:
+        self._flush_from_loop()
+
+    def _flush_from_loop(self) -> None:
+        try:
+            self.flush()
+        except RpcError:
+            pass
+
+    def _on_readable(self) -> None:
+        try:
+            n = self.sock.recv_into(self.loop.buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._terminate(UnavailableError(StatusCode.UNAVAILABLE, f"connection lost: {exc}"))
+            return
+        if not n:
+            self._terminate(UnavailableError(StatusCode.UNAVAILABLE,
+                                             "connection closed by peer"))
+            return
+        self.last_activity = time.monotonic()
+        data: bytes | memoryview = self.loop.view[:n]
+        try:
+            if self.tls is not None:
+                if not self.secured:
+                    data = self._handshake(bytes(data))
+                else:
                     data, tls_output = self.tls.decrypt(data)
                     if tls_output:
-                        self.flush(block=False)
-                    if not data:
-                        continue
-                with self.lock:
-                    if self.closed:
-                        break
-                    # h2 copies what it is given, so a view of the reused buffer is safe.
-                    events = self.conn.receive_data(data)
-                    for event in events:
-                        if isinstance(event, _WAKE_SENDERS):
-                            self.lock.notify_all()
-                            break
-                self.handle_events(events)
-                # Most reads queue nothing to send (acks are batched); h2's outgoing
-                # buffer says so without a lock (a writer that adds to it flushes).
-                if self.conn._data_to_send:
-                    self.flush(block=False)
+                        self.flush()
+                if not data or self.closed:
+                    return
+            self._receive(data)
         except h2.exceptions.ProtocolError as exc:
             log.warning("HTTP/2 protocol error from %s: %s", self.peer, exc)
-            error = UnavailableError(StatusCode.INTERNAL, f"HTTP/2 protocol error: {exc}")
             try:
-                self.flush(block=False)  # h2 queued a GOAWAY for the peer
-            except OSError:
+                self.flush()  # h2 queued a GOAWAY for the peer
+            except RpcError:
                 pass
-        except OSError as exc:
-            if not self.closed:
-                error = UnavailableError(StatusCode.UNAVAILABLE, f"connection lost: {exc}")
+            self._terminate(UnavailableError(StatusCode.INTERNAL,
+                                             f"HTTP/2 protocol error: {exc}"))
         except RpcError as exc:  # a write failed: close() already recorded why
-            error = exc
+            self._terminate(exc)
         except Exception:  # a bug of ours: never die silently and leave calls hanging
             log.exception("connection reader for %s failed", self.peer)
-            error = UnavailableError(StatusCode.INTERNAL, "connection reader failed")
-        self._terminate(error)
+            self._terminate(UnavailableError(StatusCode.INTERNAL, "connection reader failed"))
+
+    def _receive(self, data: bytes | memoryview) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            # h2 copies what it is given, so a view of the reused buffer is safe.
+            events = self.conn.receive_data(data)
+            for event in events:
+                if isinstance(event, _WAKE_SENDERS):
+                    self.lock.notify_all()
+                    break
+        flood = self._check_flood(events)
+        if flood is not None:
+            self.calm_down(flood)
+            return
+        self.handle_events(events)
+        # Most reads queue nothing to send (acks are batched); h2's outgoing buffer
+        # says so without a lock (a writer that adds to it flushes).
+        if self.conn._data_to_send or self._outbuf:
+            self.flush()
+
+    def _check_flood(self, events: list[h2.events.Event]) -> str | None:
+        """Count what the peer made us do; the name of a limit it broke, if any."""
+        now = 0.0
+        allow = self._flood.allow
+        for event in events:
+            kind = _FLOOD_KINDS.get(type(event))
+            if kind is None:
+                continue
+            if kind == "empty_frames" and (event.data or event.stream_ended):
+                continue
+            now = now or time.monotonic()
+            if not allow(kind, now):
+                return kind
+        return None
+
+    def calm_down(self, reason: str) -> None:
+        """The peer abuses us: GOAWAY ENHANCE_YOUR_CALM and close (grpc-go, nghttp2)."""
+        log.warning("closing connection from %s: %s flood", self.peer, reason)
+        with self.lock:
+            if not self.closed:
+                try:
+                    self.conn.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM,
+                                               additional_data=f"too many {reason}".encode())
+                except h2.exceptions.ProtocolError:
+                    pass
+        try:
+            self.flush()
+        except RpcError:
+            pass
+        self._terminate(UnavailableError(StatusCode.UNAVAILABLE,
+                                         f"connection closed: too many {reason}"))
+
+    def _handshake(self, data: bytes) -> bytes:
+        """Feed the TLS handshake (loop thread); the application data after it."""
+        assert self.tls is not None
+        try:
+            done, output = self.tls.handshake_step(data)
+        except (OSError, ssl.SSLError, ConnectionError) as exc:
+            log.warning("TLS handshake with %s failed: %s", self.peer, exc)
+            self._terminate(UnavailableError(StatusCode.UNAVAILABLE,
+                                             f"TLS handshake failed: {exc}"))
+            return b""
+        if output:
+            self._send_raw(output)
+        if not done:
+            return b""
+        self.secured = True
+        self.handshake_done()
+        plaintext, _ = self.tls.decrypt(b"")
+        self.flush()  # the connection preface, now encrypted
+        return plaintext
+
+    def handshake_done(self) -> None:
+        """The TLS handshake finished (loop thread)."""
 
     def _terminate(self, error: RpcError) -> None:
+        """End the connection: fail what runs on it and close the socket (any thread
+        via close(); the loop thread here)."""
         with self.lock:
             if self.error is None:
                 self.error = error
+            first = not getattr(self, "_terminated", False)
+            self._terminated = True
             self.closed = True
             self.lock.notify_all()
+        if not first:
+            return
+        if self.loop.in_loop():
+            self.loop.unregister(self)
+        self._outbuf = bytearray()  # nothing more will be sent
         self.connection_lost(self.error or error)
         try:
             self.sock.close()
@@ -452,22 +674,32 @@ class H2Transport:
             pass
 
     def close(self, error: RpcError | None = None) -> None:
-        """Close the socket; the reader thread ends and fails what is in flight."""
+        """Close the connection; the loop fails what is in flight."""
         with self.lock:
             if error is not None and self.error is None:
                 self.error = error
+            already = self.closed
             self.closed = True
             self.lock.notify_all()
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        if self.thread is None:
+        if already and getattr(self, "_terminated", False):
+            return
+        if self.loop.in_loop():
+            self._terminate(error or CancelledError(StatusCode.CANCELLED, "closed"))
+        elif not self.loop.call_soon(
+                lambda: self._terminate(error or CancelledError(StatusCode.CANCELLED,
+                                                                "closed"))):
             self._terminate(error or CancelledError(StatusCode.CANCELLED, "closed"))
 
     def join(self, timeout: float | None = None) -> None:
-        if self.thread is not None and self.thread is not threading.current_thread():
-            self.thread.join(timeout)
+        """Wait until the loop has let go of this connection."""
+        deadline = Deadline.after(timeout)
+        with self.lock:
+            while not getattr(self, "_terminated", False):
+                if self.loop.in_loop():
+                    return
+                if deadline is not None and deadline.expired():
+                    return
+                self.lock.wait(0.05 if deadline is None else min(0.05, deadline.remaining()))
 
     # -- GOAWAY and keepalive ------------------------------------------------------
 
@@ -515,10 +747,10 @@ class H2Transport:
                 scheduler.call_later(max(interval - idle, 0.01), tick)
                 return
             sent_at = time.monotonic()
-            # The timer thread never blocks on the socket: a peer that stopped reading
-            # could hold a write forever. The check below closes the socket, which
-            # frees that thread.
-            threading.Thread(target=self._send_ping, name="dubbo-keepalive", daemon=True).start()
+            try:  # never waits: flush only hands bytes to the socket or the loop
+                self.call_h2(self.conn.ping, b"dubbo-ka")
+            except (RpcError, h2.exceptions.ProtocolError):
+                return
             scheduler.call_later(timeout, lambda: check(sent_at))
 
         def check(sent_at: float) -> None:
@@ -534,71 +766,105 @@ class H2Transport:
 
         scheduler.call_later(interval, tick)
 
-    def _send_ping(self) -> None:
-        try:
-            self.call_h2(self.conn.ping, b"dubbo-ka")
-        except (RpcError, h2.exceptions.ProtocolError):
-            pass
-
     # -- sending -------------------------------------------------------------------
 
-    def flush(self, block: bool = True) -> None:
-        """Write what h2 has queued, in order. Never holds ``lock`` across a write.
+    def flush(self) -> None:
+        """Hand what h2 has queued to the socket, in order, without ever waiting on it.
 
-        Threads that produce data (handlers, senders) pass ``block`` and wait for the
-        socket. The reader and the timer must never wait on a write, or two peers
-        whose readers both wait on full sockets deadlock: with ``block`` false a
-        flush leaves its bytes to the thread already writing (which loops until h2
-        has nothing left), sends without blocking, and if the socket is full hands
-        the rest to a short-lived helper thread.
+        Any thread may flush: what the socket does not take now waits in ``_outbuf``
+        and the loop writes it once the socket is writable. So no thread (the loop,
+        the timer, a handler) can be held by a peer that stopped reading, and two
+        peers whose sockets are both full cannot deadlock.
         """
-        # A non-blocking flush may wait a moment for a writer to finish: the reader then
-        # gathers more per read (7 % more unary calls/s with 16 callers) and still can
-        # never be held by a write that waits on the peer.
-        if not self._send_lock.acquire(timeout=-1 if block else _READER_LOCK_WAIT):
-            self._flush_wanted = True  # the holder re-checks after its last write
-            return
-        helper = False
-        try:
-            while True:
-                self._flush_wanted = False
-                with self.lock:
-                    data = self.conn.data_to_send()
-                if self.tls is not None:
-                    data = self.tls.encrypt(data)  # under the send lock: records in order
-                if self._unsent:
-                    data, self._unsent = self._unsent + data, b""
-                if not data:
-                    break
-                if block:
-                    self.sock.sendall(data)
-                    if not self._flush_wanted:
-                        break
-                    continue
-                try:
-                    sent = self.sock.send(data, _DONTWAIT)
-                except (BlockingIOError, InterruptedError):
-                    sent = 0
-                if sent < len(data):
-                    self._unsent = data[sent:]
-                    helper = True
-                    break
-        except OSError as exc:
-            self.close(UnavailableError(StatusCode.UNAVAILABLE, f"connection lost: {exc}"))
-            raise self.error or UnavailableError(StatusCode.UNAVAILABLE, str(exc)) from exc
-        finally:
-            self._send_lock.release()
-        if helper:
-            threading.Thread(target=self._flush_quietly, name="dubbo-flush",
-                             daemon=True).start()
-        elif self._flush_wanted:
-            self.flush(block=False)  # queued after our last look, by one that gave up
+        with self._send_lock:
+            if not self.secured:
+                return  # h2 keeps its output until the TLS handshake is done
+            with self.lock:
+                data = self.conn.data_to_send()
+                self._h2_pending = 0
+            if self.tls is not None:
+                data = self.tls.encrypt(data)  # under the send lock: records in order
+            failure = self._write_locked(data)
+        if failure is not None:
+            self.close(failure)
+            raise self.error or failure
 
-    def _flush_quietly(self) -> None:
+    def _send_raw(self, data: bytes) -> None:
+        """Bytes that bypass h2 (the TLS handshake)."""
+        with self._send_lock:
+            failure = self._write_locked(data)
+        if failure is not None:
+            self.close(failure)
+
+    def _write_locked(self, data: bytes) -> RpcError | None:
+        """Send ``data`` after what waits, keeping what the socket refuses (send lock
+        held); why the connection must close, if it must."""
+        outbuf = self._outbuf
         try:
-            self.flush()
-        except RpcError:
-            pass
+            if not outbuf:
+                if not data:
+                    self._stop_writing_locked()
+                    return None
+                sent = self.sock.send(data)
+                if sent == len(data):
+                    self._stop_writing_locked()
+                    return None
+                outbuf += memoryview(data)[sent:]
+            else:
+                if data:
+                    outbuf += data
+                backlog = len(outbuf)
+                sent = self.sock.send(outbuf)
+                del outbuf[:sent]
+                if not outbuf:
+                    self._stop_writing_locked()
+                    if backlog >= OUTBOUND_LOW_WATER:
+                        self._drained()
+                    return None
+                if backlog >= OUTBOUND_LOW_WATER > len(outbuf):
+                    self._drained()
+        except (BlockingIOError, InterruptedError):
+            if data and not outbuf:
+                outbuf += data
+        except OSError as exc:
+            self._outbuf = bytearray()
+            return UnavailableError(StatusCode.UNAVAILABLE, f"connection lost: {exc}")
+        if len(outbuf) > self.max_send_buffer:
+            log.warning("closing connection to %s: %d bytes queued for a peer that does "
+                        "not read", self.peer, len(outbuf))
+            self._outbuf = bytearray()
+            return UnavailableError(StatusCode.UNAVAILABLE,
+                                    "connection closed: the peer does not read")
+        self._start_writing_locked()
+        return None
+
+    def _start_writing_locked(self) -> None:
+        if not self._want_write:
+            self._want_write = True
+            if self.loop.in_loop():
+                self.loop.set_write_interest(self, True)
+            else:
+                self.loop.call_soon(self._sync_write_interest)
+
+    def _stop_writing_locked(self) -> None:
+        if self._want_write:
+            self._want_write = False
+            if self.loop.in_loop():
+                self.loop.set_write_interest(self, False)
+            else:
+                self.loop.call_soon(self._sync_write_interest)
+
+    def _sync_write_interest(self) -> None:
+        if not self.closed:
+            self.loop.set_write_interest(self, self._want_write)
+
+    def _drained(self) -> None:
+        with self.lock:
+            self.lock.notify_all()
+
+    def backlog(self) -> int:
+        """Bytes handed to h2 or the socket layer and not yet sent (approximate)."""
+        return self._h2_pending + len(self._outbuf)
 
     def call_h2(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one h2 operation under the lock, then flush what it produced."""
@@ -621,18 +887,22 @@ class H2Transport:
         stream_error: Callable[[], RpcError | None],
         trailers: list[tuple[str, str]] | None = None,
         block: bool = True,
+        send_timeout: float | None = None,
     ) -> tuple[memoryview, ...] | None:
         """Send ``data`` (bytes, or a tuple of parts sent back to back, which spares
-        joining a large message to its prefix) on a stream as flow control allows,
-        blocking while it is shut.
+        joining a large message to its prefix) on a stream as flow control and the
+        outbound backlog allow, waiting while either is shut.
 
-        ``stream_error`` reports a reset or cancel of the stream, which ends the wait.
-        ``trailers``, when given, follow the data in the same write. With ``block``
-        false, a shut window returns the unsent rest instead of waiting.
+        ``stream_error`` reports a reset or cancel of the stream, which ends the wait;
+        so do ``deadline`` and, with ``send_timeout``, that many seconds in which the
+        peer took nothing (``SendStalledError``). ``trailers``, when given, follow the
+        data in the same write. With ``block`` false, a shut window returns the unsent
+        rest instead of waiting.
         """
         parts = [memoryview(p) for p in (data if isinstance(data, tuple) else (data,)) if len(p)]
         index = offset = 0  # position: parts[index][offset:]
         sent, total = 0, sum(map(len, parts))
+        stalled_at = 0.0
         while True:
             with self.lock:
                 while True:
@@ -640,21 +910,32 @@ class H2Transport:
                     if err is not None:
                         raise err
                     self.check_open()
-                    window = self.conn.local_flow_control_window(stream_id)
-                    if window > 0 or sent == total:
+                    if sent == total:
+                        break
+                    window = min(self.conn.local_flow_control_window(stream_id),
+                                 OUTBOUND_HIGH_WATER - self._h2_pending - len(self._outbuf))
+                    if window > 0:
                         break
                     if not block:
                         return (parts[index][offset:], *parts[index + 1 :])
-                    if deadline is not None:
-                        remaining = deadline.remaining()
-                        if remaining <= 0:
-                            raise DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED,
-                                                        "Deadline Exceeded")
-                        self.lock.wait(remaining)
-                    else:
-                        self.lock.wait()
+                    wait = None if deadline is None else deadline.remaining()
+                    if deadline is not None and wait <= 0:
+                        raise DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED,
+                                                    "Deadline Exceeded")
+                    if send_timeout is not None:
+                        now = time.monotonic()
+                        stalled_at = stalled_at or now
+                        left = stalled_at + send_timeout - now
+                        if left <= 0:
+                            raise SendStalledError(
+                                StatusCode.CANCELLED,
+                                f"the peer read nothing for {send_timeout:g}s")
+                        wait = left if wait is None else min(wait, left)
+                    self.lock.wait(wait)
+                stalled_at = 0.0
                 frame_size = self.conn.max_outbound_frame_size
-                budget = min(window, SEND_BATCH)
+                budget = min(window, SEND_BATCH) if sent < total else 0
+                pushed = 0
                 while sent < total and budget > 0:
                     part = parts[index]
                     size = min(frame_size, budget, len(part) - offset)
@@ -664,14 +945,16 @@ class H2Transport:
                     offset += size
                     sent += size
                     budget -= size
+                    pushed += size
                     if offset == len(part):
                         index, offset = index + 1, 0
+                self._h2_pending += pushed
                 if sent == total:
                     if total == 0 and (end_stream and trailers is None):
                         self.conn.send_data(stream_id, b"", end_stream=True)
                     if trailers is not None:
                         self.conn.send_headers(stream_id, trailers, end_stream=True)
-            self.flush(block)
+            self.flush()
             if sent == total:
                 return None
 
@@ -695,9 +978,7 @@ class H2Transport:
                 return
             self.lock.notify_all()
         try:
-            # Non-blocking: resets come from the reader, the timer and __del__ (which
-            # may run inside a flush on this very thread).
-            self.flush(block=False)
+            self.flush()
         except RpcError:
             pass
 

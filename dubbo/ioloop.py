@@ -1,0 +1,147 @@
+"""A selector thread that reads many sockets, so an idle connection costs no thread.
+
+The server runs one ``IOLoop`` for its listening socket and every connection; each
+client connection runs its own. Sockets are non-blocking: the loop reads whatever is
+ready, and writes what other threads could not (they never wait on a socket, see
+``H2Transport.flush``). Handlers run on the loop thread and must never block.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import selectors
+import socket
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+__all__ = ["IOLoop", "Readiness"]
+
+log = logging.getLogger("dubbo.ioloop")
+
+RECV_SIZE = 256 * 1024  # one read buffer per loop, reused by every connection
+
+
+class Readiness(Protocol):
+    """What the loop drives: a socket and what to do when it is ready."""
+
+    sock: socket.socket
+
+    def on_ready(self, readable: bool, writable: bool) -> None: ...
+
+
+class IOLoop:
+    """``_lock`` guards ``_pending`` and ``_closed``; the selector and ``buffer``
+    belong to the loop thread alone (other threads ask through ``call_soon``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._lock = threading.Lock()
+        self._pending: collections.deque[Callable[[], None]] = collections.deque()
+        self._woken = False  # a wake-up byte is in flight (under _lock)
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.buffer = bytearray(RECV_SIZE)
+        self.view = memoryview(self.buffer)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def in_loop(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def call_soon(self, fn: Callable[[], None]) -> bool:
+        """Run ``fn`` on the loop thread; False if the loop has stopped."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._pending.append(fn)
+            if self._woken:
+                return True
+            self._woken = True
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # the buffer is full: a wake-up is pending anyway
+            pass
+        return True
+
+    # -- loop thread only ----------------------------------------------------------
+
+    def register(self, handler: Readiness, write: bool = False) -> None:
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if write else 0)
+        self._selector.register(handler.sock, events, handler)
+
+    def set_write_interest(self, handler: Readiness, write: bool) -> None:
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if write else 0)
+        try:
+            self._selector.modify(handler.sock, events, handler)
+        except (KeyError, ValueError, OSError):  # closed meanwhile
+            pass
+
+    def unregister(self, handler: Readiness) -> None:
+        try:
+            self._selector.unregister(handler.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def _run(self) -> None:
+        select = self._selector.select
+        while True:
+            for key, mask in select():
+                handler = key.data
+                if handler is None:
+                    if not self._run_pending():
+                        self._shutdown()
+                        return
+                    continue
+                try:
+                    handler.on_ready(bool(mask & selectors.EVENT_READ),
+                                     bool(mask & selectors.EVENT_WRITE))
+                except Exception:  # a bug of ours: log it, keep serving the others
+                    log.exception("I/O handler %r failed", handler)
+
+    def _run_pending(self) -> bool:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        with self._lock:
+            pending, self._pending = self._pending, collections.deque()
+            self._woken = False
+            closed = self._closed
+        for fn in pending:
+            try:
+                fn()
+            except Exception:
+                log.exception("I/O loop callback %r failed", fn)
+        return not closed
+
+    def _shutdown(self) -> None:
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def stop(self, join: bool = True) -> None:
+        """Stop after running what is pending; the handlers' sockets are the owners' to
+        close."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+        thread = self._thread
+        if thread is None:
+            self._shutdown()
+        elif join and thread is not threading.current_thread():
+            thread.join(5.0)

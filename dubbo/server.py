@@ -9,7 +9,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import h2.errors
@@ -43,6 +42,7 @@ from .status import (
 from .timer import Scheduler, TimerHandle
 from .tls import TLSLayer
 from .tls import prepare as tls_prepare
+from .workers import WorkerPool
 from .ioloop import IOLoop
 from .limits import FloodLimits
 from .transport import (
@@ -703,7 +703,7 @@ class Server:
         self._active = 0  # calls admitted and not yet finished (running or waiting)
         self._listener: _Listener | None = None
         self._loop: IOLoop | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
         self._stopped = threading.Event()
         self.port: int = service_config.port
 
@@ -762,7 +762,8 @@ class Server:
             sock.close()
             raise
         self.port = sock.getsockname()[1]
-        self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="dubbo-worker")
+        self._pool = WorkerPool(self.max_workers, min_workers=self.min_workers,
+                                idle_timeout=self.worker_idle_timeout, name="dubbo-worker")
         self._loop = IOLoop("dubbo-server-io")
         self._listener = _Listener(self, sock)
         self._loop.start()
@@ -858,7 +859,11 @@ class Server:
         with self._lock:
             self._lock.wait_for(lambda: self._active == 0, timeout=5.0)
             stuck = self._active
-        self._pool.shutdown(wait=stuck == 0, cancel_futures=True)
+        for task in self._pool.shutdown(wait=stuck == 0):  # calls that never got a worker
+            call = getattr(task, "__self__", None)
+            if isinstance(call, ServerCall):
+                self.call_finished()
+                call.cancel(UnavailableError(StatusCode.UNAVAILABLE, "server stopped"))
         if stuck:
             log.warning("%d handler(s) still running after stop()", stuck)
         self._stopped.set()

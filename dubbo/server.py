@@ -267,12 +267,15 @@ class ServerCall:
             raise err
         self.transport.check_open()
         codec = self.response_codec
-        self.transport.conn.send_headers(
-            self.stream_id,
-            response_headers(self.head.content_type, self._initial_metadata,
-                             accept_encoding=codecs.accept_encoding_header(),
-                             encoding=codec.name if codec is not None else None),
-        )
+        try:
+            self.transport.conn.send_headers(
+                self.stream_id,
+                response_headers(self.head.content_type, self._initial_metadata,
+                                 accept_encoding=codecs.accept_encoding_header(),
+                                 encoding=codec.name if codec is not None else None),
+            )
+        except h2.exceptions.ProtocolError as exc:  # reset by the peer meanwhile
+            raise CancelledError(StatusCode.CANCELLED, f"stream closed: {exc}") from None
         self.headers_sent = True
 
     def _frame(self, response: Any) -> Payload:
@@ -335,7 +338,7 @@ class ServerCall:
                 self.transport.conn.send_headers(self.stream_id,
                                                  self._final_trailers(code, details),
                                                  end_stream=True)
-            except h2.exceptions.StreamClosedError:
+            except h2.exceptions.ProtocolError:  # reset by the peer meanwhile
                 return
         try:
             self.transport.flush()
@@ -419,6 +422,9 @@ class ServerCall:
 
 
 _MISSING = object()
+# What h2 raises for a stream the peer already reset (and h2 may have forgotten).
+_STREAM_GONE = (h2.exceptions.StreamClosedError, h2.exceptions.StreamIDTooLowError,
+                h2.exceptions.NoSuchStreamError)
 
 
 def _run_all(callbacks: list[Callable[[], Any]]) -> None:
@@ -463,10 +469,10 @@ class ServerConnection(H2Transport):
         for event in events:
             try:
                 self._handle_event(event)
-            except h2.exceptions.StreamClosedError as exc:
+            except _STREAM_GONE as exc:
                 # An answer to a stream the same read also reset: that stream is over,
                 # the rest of the connection is not.
-                log.debug("stream %s closed while handling %r", exc.stream_id, event)
+                log.debug("stream closed while handling %r: %r", event, exc)
 
     def _handle_event(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.DataReceived):
@@ -523,7 +529,7 @@ class ServerConnection(H2Transport):
             try:
                 self.conn.send_headers(stream_id, headers, end_stream=True)
                 self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
-            except h2.exceptions.StreamClosedError:
+            except _STREAM_GONE:
                 pass  # reset by the peer in the same read: nothing to answer
 
     def _start_call(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -538,7 +544,7 @@ class ServerConnection(H2Transport):
             with self.lock:
                 try:
                     self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
-                except h2.exceptions.StreamClosedError:
+                except _STREAM_GONE:
                     pass
             return
         handler, miss = self.server.lookup(head)

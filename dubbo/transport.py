@@ -936,24 +936,30 @@ class H2Transport:
                 frame_size = self.conn.max_outbound_frame_size
                 budget = min(window, SEND_BATCH) if sent < total else 0
                 pushed = 0
-                while sent < total and budget > 0:
-                    part = parts[index]
-                    size = min(frame_size, budget, len(part) - offset)
-                    last = sent + size == total
-                    self.conn.send_data(stream_id, part[offset : offset + size],
-                                        end_stream=end_stream and last and trailers is None)
-                    offset += size
-                    sent += size
-                    budget -= size
-                    pushed += size
-                    if offset == len(part):
-                        index, offset = index + 1, 0
-                self._h2_pending += pushed
-                if sent == total:
-                    if total == 0 and (end_stream and trailers is None):
-                        self.conn.send_data(stream_id, b"", end_stream=True)
-                    if trailers is not None:
-                        self.conn.send_headers(stream_id, trailers, end_stream=True)
+                try:
+                    while sent < total and budget > 0:
+                        part = parts[index]
+                        size = min(frame_size, budget, len(part) - offset)
+                        last = sent + size == total
+                        self.conn.send_data(stream_id, part[offset : offset + size],
+                                            end_stream=end_stream and last and trailers is None)
+                        offset += size
+                        sent += size
+                        budget -= size
+                        pushed += size
+                        if offset == len(part):
+                            index, offset = index + 1, 0
+                    if sent == total:
+                        if total == 0 and (end_stream and trailers is None):
+                            self.conn.send_data(stream_id, b"", end_stream=True)
+                        if trailers is not None:
+                            self.conn.send_headers(stream_id, trailers, end_stream=True)
+                except h2.exceptions.ProtocolError as exc:
+                    # Reset by the peer in a read whose events are not handled yet.
+                    raise stream_error() or CancelledError(
+                        StatusCode.CANCELLED, f"stream closed: {exc}") from None
+                finally:
+                    self._h2_pending += pushed
             self.flush()
             if sent == total:
                 return None

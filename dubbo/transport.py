@@ -506,7 +506,9 @@ class H2Transport:
             self._terminate(self.error or UnavailableError(StatusCode.UNAVAILABLE, "closed"))
             return
         try:
-            self.loop.register(self, write=self.wants_connect())
+            # A connect in progress is done when the socket turns writable.
+            self._want_write = self.wants_connect()
+            self.loop.register(self, write=self._want_write)
         except (OSError, ValueError, KeyError) as exc:
             self._terminate(UnavailableError(StatusCode.UNAVAILABLE, f"connection lost: {exc}"))
             return

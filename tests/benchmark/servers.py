@@ -98,6 +98,8 @@ def start_dubbo(profile: str) -> tuple[int, Callable[[], None]]:
                                "max_send_message_size": MAX_MESSAGE_SIZE}
     if DUBBO_WORKERS[profile] is not None:
         options["max_workers"] = DUBBO_WORKERS[profile]
+        # The idle-streams row opens every stream on one connection on purpose.
+        options["max_calls_per_connection"] = DUBBO_WORKERS[profile]
     server = dubbo.Server(ServiceConfig(service, host="127.0.0.1", port=0), **options).start()
     return server.port, lambda: server.stop(grace=1.0)
 

@@ -438,7 +438,6 @@ def _run_all(callbacks: list[Callable[[], Any]]) -> None:
 class ServerConnection(H2Transport):
     """One accepted connection: routes streams to handlers and feeds their inboxes."""
 
-    thread_name = "dubbo-server-conn"
 
     def __init__(self, server: Server, sock: socket.socket, loop: IOLoop,
                  tls: TLSLayer | None = None) -> None:

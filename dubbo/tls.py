@@ -1,6 +1,6 @@
 """TLS for Triple connections (HTTP/2 over TLS, ALPN ``h2``).
 
-A connection is read by its reader thread while other threads write to it, and OpenSSL
+A connection is read by its I/O loop while other threads write to it, and OpenSSL
 must not be used by two threads at once, so a TLS connection is not an ``SSLSocket``:
 OpenSSL runs on memory buffers (``ssl.SSLObject`` over two ``MemoryBIO``\\s) under
 ``_lock``, and socket I/O happens outside it. Encrypted output is taken from the
@@ -10,7 +10,6 @@ order OpenSSL made them.
 
 from __future__ import annotations
 
-import socket
 import ssl
 import threading
 
@@ -78,34 +77,6 @@ class TLSLayer:
             if protocol != "h2":
                 raise ConnectionError(f"TLS peer did not agree to HTTP/2 (ALPN {protocol!r})")
         return done, output
-
-    def handshake(self, sock: socket.socket, timeout: float) -> None:
-        """Run the handshake on a blocking socket; ``ssl.SSLError`` or ``OSError`` if it
-        fails, ``ConnectionError`` unless ALPN settled on ``h2``."""
-        sock.settimeout(timeout)
-        try:
-            while True:
-                with self._lock:
-                    try:
-                        self._ssl.do_handshake()
-                        done = True
-                    except ssl.SSLWantReadError:
-                        done = False
-                    output = self._outgoing.read()
-                if output:
-                    sock.sendall(output)
-                if done:
-                    break
-                data = sock.recv(_READ_SIZE)
-                if not data:
-                    raise ConnectionError("connection closed during the TLS handshake")
-                with self._lock:
-                    self._incoming.write(data)
-        finally:
-            sock.settimeout(None)
-        protocol = self._ssl.selected_alpn_protocol()
-        if protocol != "h2":
-            raise ConnectionError(f"TLS peer did not agree to HTTP/2 (ALPN {protocol!r})")
 
     def encrypt(self, data: bytes) -> bytes:
         """Records for ``data``, plus anything else OpenSSL has queued before them.

@@ -22,6 +22,7 @@ from . import compression as codecs
 from .configs import ApplicationConfig, ReferenceConfig
 from .deadline import Deadline
 from .frames import DEFAULT_MAX_MESSAGE_SIZE
+from .ioloop import IOLoop
 from .metadata import (
     MetadataLike,
     ResponseStatus,
@@ -40,7 +41,6 @@ from .status import (
     error_for,
     status_from_rst,
 )
-from .ioloop import IOLoop
 from .timer import Scheduler
 from .tls import TLSLayer
 from .tls import prepare as tls_prepare

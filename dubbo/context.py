@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from . import compression
 from .metadata import MetadataLike
 from .status import RpcError, StatusCode
+from .tls import INSECURE_AUTH_CONTEXT
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import ServerCall
@@ -49,6 +50,32 @@ class ServicerContext:
 
     def peer(self) -> str:
         return self._call.transport.peer
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        """What the connection proves about the caller, as grpcio reports it: for TLS
+        ``transport_security_type`` ``[b"ssl"]`` and, with a client certificate,
+        ``x509_common_name``, ``x509_subject_alternative_name``, ``x509_subject``,
+        ``x509_pem_cert``, ``peer_dns``/``peer_ip``/``peer_uri``/``peer_email``; for
+        plaintext ``[b"insecure"]``."""
+        tls = self._call.transport.tls
+        if tls is None:
+            return {name: list(values) for name, values in INSECURE_AUTH_CONTEXT.items()}
+        return tls.auth_context()[0]
+
+    def peer_identity_key(self) -> str | None:
+        """``"x509_subject_alternative_name"`` if the client certificate has any, else
+        ``"x509_common_name"``; ``None`` without a client certificate."""
+        tls = self._call.transport.tls
+        return None if tls is None else tls.auth_context()[1]
+
+    def peer_identities(self) -> list[bytes] | None:
+        """The caller's verified identities (``auth_context()[peer_identity_key()]``),
+        or ``None`` without a client certificate."""
+        tls = self._call.transport.tls
+        if tls is None:
+            return None
+        properties, key = tls.auth_context()
+        return None if key is None else properties[key]
 
     def method(self) -> str:
         """The ``/service/method`` path of this call."""

@@ -20,6 +20,8 @@ from .configs import ServiceConfig
 from .context import ServicerContext
 from .deadline import Deadline
 from .frames import DEFAULT_MAX_MESSAGE_SIZE
+from .ioloop import IOLoop
+from .limits import FloodLimits
 from .metadata import (
     MetadataLike,
     RequestHead,
@@ -42,9 +44,6 @@ from .status import (
 from .timer import Scheduler, TimerHandle
 from .tls import TLSLayer
 from .tls import prepare as tls_prepare
-from .workers import WorkerPool
-from .ioloop import IOLoop
-from .limits import FloodLimits
 from .transport import (
     DEFAULT_MAX_HEADER_LIST_SIZE,
     DEFAULT_MAX_SEND_BUFFER,
@@ -54,6 +53,7 @@ from .transport import (
     MessageWriter,
     Payload,
 )
+from .workers import WorkerPool
 
 __all__ = ["Server"]
 

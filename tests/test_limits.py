@@ -128,7 +128,7 @@ class RawClient:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 break
             if not data:
                 self.events.append(h2.events.ConnectionTerminated())
@@ -154,7 +154,7 @@ def _closed(sock: socket.socket, timeout: float) -> bool:
                 return True
     except (ConnectionResetError, BrokenPipeError):
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
     return False
 

@@ -26,11 +26,12 @@ Our ``grpc-accept-encoding`` value has no spaces after the commas: grpc-js split
 header on ``','`` without trimming, so ``"gzip, deflate"`` would read as ``" deflate"``
 there. Parsing here trims and lower-cases.
 
-Decompression is bomb-safe: output is produced incrementally with a cap of
-``max_size + 1`` bytes, so an oversize message fails with ``RESOURCE_EXHAUSTED``
-without ever being inflated in full. Corrupt, truncated or trailing-garbage input
-fails with ``INTERNAL``. An empty compressed body decodes to an empty message, as in
-grpc core ("Do not fail on an empty input").
+Decompression is bomb-safe: output is produced in 32 KiB pieces, at most
+``max_size + 1`` bytes in all, so an oversize message fails with ``RESOURCE_EXHAUSTED``
+having held no more than the limit plus one piece (one capped call would hold twice
+the limit: CPython copies its output blocks into the result). Corrupt, truncated or
+trailing-garbage input fails with ``INTERNAL``. An empty compressed body decodes to an
+empty message, as in grpc core ("Do not fail on an empty input").
 """
 
 from __future__ import annotations
@@ -86,6 +87,16 @@ def _corrupt(name: str, reason: object) -> ProtocolError:
     return ProtocolError(StatusCode.INTERNAL, f"could not decompress {name} message: {reason}")
 
 
+# Each piece fits CPython's first output block (32 KiB), so it is made without a copy.
+_PIECE = 32 * 1024
+
+
+def _piece_size(total: int, max_size: int | None) -> int:
+    """How much output to ask for next: a piece, or one byte past the limit (never 0,
+    which zlib reads as "unlimited")."""
+    return _PIECE if max_size is None else min(_PIECE, max_size + 1 - total)
+
+
 def _finish(name: str, out: bytes, max_size: int | None, eof: bool, unused: bytes) -> bytes:
     """Common checks once a one-shot, length-capped decompress call has returned."""
     if max_size is not None and len(out) > max_size:
@@ -123,12 +134,23 @@ def _zlib_codec(name: str, wbits: int) -> Codec:
         if not data:
             return b""
         d = zlib.decompressobj(wbits)
+        pieces: list[bytes] = []
+        total = 0
         try:
-            # max_length 0 means unlimited to zlib.
-            out = d.decompress(data, 0 if max_size is None else max_size + 1)
+            while True:
+                want = _piece_size(total, max_size)
+                out = d.decompress(data, want)
+                pieces.append(out)
+                total += len(out)
+                if max_size is not None and total > max_size:
+                    raise _too_large(total, max_size)
+                data = d.unconsumed_tail
+                # A full piece may leave output pending inside zlib even with no input.
+                if d.eof or (not data and len(out) < want):
+                    break
         except zlib.error as exc:
             raise _corrupt(name, exc) from None
-        return _finish(name, out, max_size, d.eof, d.unused_data)
+        return _finish(name, b"".join(pieces), max_size, d.eof, d.unused_data)
 
     return Codec(name, compress, decompress)
 
@@ -140,15 +162,32 @@ def _bz2_compress(data: bytes) -> bytes:
     return bz2.compress(data)
 
 
+def _decompress_in_pieces(name: str, d: Any, data: bytes, max_size: int | None,
+                          errors: tuple[type[BaseException], ...]) -> bytes:
+    """Run a bz2-style decompressor (``decompress(data, max_length)``, ``needs_input``,
+    ``eof``, ``unused_data``: bz2 and the stdlib's zstd) piece by piece."""
+    pieces: list[bytes] = []
+    total = 0
+    try:
+        while True:
+            out = d.decompress(data, _piece_size(total, max_size))
+            data = b""  # the decompressor keeps what it has not used yet
+            pieces.append(out)
+            total += len(out)
+            if max_size is not None and total > max_size:
+                raise _too_large(total, max_size)
+            if d.eof or d.needs_input:
+                break
+    except errors as exc:
+        raise _corrupt(name, exc) from None
+    return _finish(name, b"".join(pieces), max_size, d.eof, d.unused_data)
+
+
 def _bz2_decompress(data: bytes, max_size: int | None) -> bytes:
     if not data:
         return b""
-    d = bz2.BZ2Decompressor()
-    try:
-        out = d.decompress(data, -1 if max_size is None else max_size + 1)
-    except (OSError, ValueError, EOFError) as exc:
-        raise _corrupt("bzip2", exc) from None
-    return _finish("bzip2", out, max_size, d.eof, d.unused_data)
+    return _decompress_in_pieces("bzip2", bz2.BZ2Decompressor(), data, max_size,
+                                 (OSError, ValueError, EOFError))
 
 
 # --------------------------------------------------------------------------- zstd (optional)
@@ -170,12 +209,8 @@ def _zstd_codec() -> Codec | None:
         def decompress(data: bytes, max_size: int | None) -> bytes:
             if not data:
                 return b""
-            d = std_zstd.ZstdDecompressor()
-            try:
-                out = d.decompress(data, -1 if max_size is None else max_size + 1)
-            except (std_zstd.ZstdError, ValueError, EOFError) as exc:
-                raise _corrupt("zstd", exc) from None
-            return _finish("zstd", out, max_size, d.eof, d.unused_data)
+            return _decompress_in_pieces("zstd", std_zstd.ZstdDecompressor(), data, max_size,
+                                         (std_zstd.ZstdError, ValueError, EOFError))
 
         return Codec("zstd", compress, decompress)
 

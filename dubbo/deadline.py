@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 
-__all__ = ["encode_timeout", "parse_timeout", "Deadline"]
+__all__ = ["MAX_TIMEOUT", "encode_timeout", "parse_timeout", "Deadline"]
+
+# The furthest a Deadline reaches: about 3.2 years, i.e. "no deadline" in practice.
+# The wire allows 99999999H (~11,400 years) and users pass 1e12 or inf, but a
+# ``threading`` wait raises OverflowError past threading.TIMEOUT_MAX (~9.2e9 s on Linux,
+# ~4.3e6 s on Windows, where the cap is therefore ~49 days). Deadline.remaining() never
+# exceeds this, so it can go straight to Condition.wait, Event.wait, queue.get(timeout=)
+# and socket.settimeout. select.poll/epoll take at most INT_MAX ms (~24.8 days): clamp
+# further before those.
+MAX_TIMEOUT: float = min(1e8, threading.TIMEOUT_MAX)
 
 _MAX_DIGITS = 99_999_999  # the spec allows at most 8 digits
 # Finest unit first: the first one whose value fits in 8 digits keeps the most precision.
@@ -54,14 +64,29 @@ class Deadline:
 
     @classmethod
     def after(cls, seconds: float | None) -> Deadline | None:
-        return None if seconds is None else cls(time.monotonic() + seconds)
+        """A deadline ``seconds`` from now; ``None`` for none.
+
+        Peers and users choose ``seconds``, so any number is accepted: more than
+        ``MAX_TIMEOUT`` (1e12, inf, ``99999999H``) is clamped to it, and zero, negative
+        or NaN give a deadline that has already expired.
+        """
+        if seconds is None:
+            return None
+        now = time.monotonic()
+        if not seconds > 0:  # also NaN, which would otherwise never expire
+            return cls(now)
+        return cls(now + min(seconds, MAX_TIMEOUT))
 
     def remaining(self) -> float:
-        """Seconds left, never negative."""
-        return max(0.0, self.expires_at - time.monotonic())
+        """Seconds left: never negative, never over ``MAX_TIMEOUT``, never NaN, so
+        always a valid timeout for the stdlib's threading waits."""
+        left = self.expires_at - time.monotonic()
+        if left > 0:
+            return min(left, MAX_TIMEOUT)
+        return 0.0  # also for a NaN expires_at
 
     def expired(self) -> bool:
-        return time.monotonic() >= self.expires_at
+        return not time.monotonic() < self.expires_at  # a NaN expires_at has expired
 
     def timeout(self) -> str:
         """The ``grpc-timeout`` header value for the time that is left."""

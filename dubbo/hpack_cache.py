@@ -7,6 +7,13 @@ every time. A result is reused only while the dynamic table is exactly as it was
 it was computed: the table counts its changes (``version``), and only a block whose
 coding left the table unchanged is remembered, so the bytes on the wire are the ones
 hpack itself would produce (RFC 7541 §2.3: coding depends on nothing else).
+
+Peers choose what we decode, so each cache is bounded in bytes as well as entries: a
+block is counted as its encoded bytes plus, per field, name + value + 32 (the way RFC
+7541 §4.1 sizes table entries; a few indexed bytes may decode to 64 KiB). A block
+costing more than ``_MAX_BLOCK_BYTES`` is never remembered (gRPC's repeated blocks are
+a few hundred bytes), and the cache is emptied when the next block would take it past
+``_MAX_BYTES``, so a connection holds at most that much whatever it is sent.
 """
 
 from __future__ import annotations
@@ -19,6 +26,37 @@ from hpack.table import HeaderTable
 __all__ = ["CachingDecoder", "CachingEncoder"]
 
 _MAX_ENTRIES = 256  # distinct blocks remembered per connection and direction
+_MAX_BYTES = 256 * 1024  # their total cost (see above), per connection and direction
+_MAX_BLOCK_BYTES = 4 * 1024  # the largest block worth remembering
+_FIELD_OVERHEAD = 32
+
+
+def _fields_cost(fields: Any) -> int:
+    return sum(_FIELD_OVERHEAD + len(field[0]) + len(field[1]) for field in fields)
+
+
+class _BlockCache:
+    """Header blocks remembered with the table version they were coded at, bounded in
+    entries and in bytes. The coders look ``entries`` up directly (the hot path); only
+    ``put`` adds to it. Guarded by whatever lock guards the coder that owns it."""
+
+    __slots__ = ("entries", "size")
+
+    def __init__(self) -> None:
+        self.entries: dict[Any, tuple[int, Any, int]] = {}  # key -> (version, value, cost)
+        self.size = 0  # sum of the entries' costs
+
+    def put(self, key: Any, version: int, value: Any, cost: int) -> None:
+        if cost > _MAX_BLOCK_BYTES:
+            return
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.size -= old[2]
+        if len(self.entries) >= _MAX_ENTRIES or self.size + cost > _MAX_BYTES:
+            self.entries.clear()
+            self.size = 0
+        self.entries[key] = (version, value, cost)
+        self.size += cost
 
 
 class _VersionedTable(HeaderTable):
@@ -43,7 +81,7 @@ class CachingEncoder(Encoder):
     def __init__(self) -> None:
         super().__init__()
         self.header_table = _VersionedTable()
-        self._cache: dict[tuple[Any, ...], tuple[int, bytes]] = {}
+        self._cache = _BlockCache()
 
     def encode(self, headers: Any, huffman: bool = True) -> bytes:
         if isinstance(headers, dict):
@@ -52,16 +90,14 @@ class CachingEncoder(Encoder):
         table = self.header_table
         version = table.version
         if not table.resized:  # a pending size update must be emitted, once
-            hit = self._cache.get(block)
+            hit = self._cache.entries.get(block)
             if hit is not None and hit[0] == version:
                 return hit[1]
         encoded = super().encode(block, huffman)
         # Remembering a block that changed the table would be harmless (its version
         # never comes back) but useless.
         if table.version == version and huffman:
-            if len(self._cache) >= _MAX_ENTRIES:
-                self._cache.clear()
-            self._cache[block] = (version, encoded)
+            self._cache.put(block, version, encoded, len(encoded) + _fields_cost(block))
         return encoded
 
 
@@ -69,18 +105,18 @@ class CachingDecoder(Decoder):
     def __init__(self, max_header_list_size: int = 2**16) -> None:
         super().__init__(max_header_list_size)
         self.header_table = _VersionedTable()
-        self._cache: dict[tuple[bytes, bool], tuple[int, list[Any]]] = {}
+        self._cache = _BlockCache()
 
     def decode(self, data: Any, raw: bool = False) -> Any:
+        if len(data) > _MAX_BLOCK_BYTES:  # never cached: not even worth hashing
+            return super().decode(data, raw)
         key = (bytes(data), raw)
         table = self.header_table
         version = table.version
-        hit = self._cache.get(key)
+        hit = self._cache.entries.get(key)
         if hit is not None and hit[0] == version:
             return list(hit[1])
         decoded = super().decode(data, raw)
         if table.version == version:
-            if len(self._cache) >= _MAX_ENTRIES:
-                self._cache.clear()
-            self._cache[key] = (version, list(decoded))
+            self._cache.put(key, version, list(decoded), len(key[0]) + _fields_cost(decoded))
         return decoded

@@ -73,6 +73,10 @@ def encode_metadata(metadata: MetadataLike | None) -> list[tuple[str, str]]:
         if key.endswith("-bin"):
             if isinstance(value, str):
                 value = value.encode("utf-8")
+            elif not isinstance(value, bytes | bytearray | memoryview):
+                # bytes(5) would be five zero bytes (and bytes(10**12) a MemoryError).
+                raise ValueError(f"metadata value for {key!r} must be bytes or str, "
+                                 f"not {type(value).__name__}")
             value = base64.b64encode(bytes(value)).rstrip(b"=").decode("ascii")
         else:
             if isinstance(value, bytes):
@@ -274,8 +278,14 @@ def check_response_headers(headers: Sequence[tuple[bytes, bytes]]) -> ResponseSt
     if b"grpc-status" in h:
         return status_from_headers(headers)
     raw_status = h.get(b":status", b"")
-    # RFC 9110 §15: three digits. A longer one would also cost int() its digit limit.
-    http_status = int(raw_status) if len(raw_status) == 3 and raw_status.isdigit() else 0
+    # Three digits (RFC 9110 §15). A peer may send thousands, and int() refuses more
+    # than 4,300 of them with ValueError: that killed the client's reader (issue 7).
+    if len(raw_status) != 3 or not raw_status.isdigit():
+        shown = raw_status[:20].decode("latin-1") + ("..." if len(raw_status) > 20 else "")
+        return ResponseStatus(StatusCode.UNKNOWN,
+                              f"malformed HTTP :status {shown!r} without grpc-status",
+                              decode_metadata(headers))
+    http_status = int(raw_status)
     if http_status != 200:
         return ResponseStatus(status_from_http(http_status),
                               f"HTTP status {http_status} without grpc-status",

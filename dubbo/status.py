@@ -145,10 +145,14 @@ _ESCAPE = [chr(b) if b in _MESSAGE_SAFE else f"%{b:02X}" for b in range(256)]
 
 
 def encode_grpc_message(message: str) -> str:
-    """Percent-encode ``message`` as UTF-8 for the ``grpc-message`` trailer."""
+    """Percent-encode ``message`` as UTF-8 for the ``grpc-message`` trailer.
+
+    Never fails: a lone surrogate (from ``surrogateescape``-decoded text, say), which
+    UTF-8 cannot carry, goes out as ``?``.
+    """
     if message.isascii() and "%" not in message and message.isprintable():
         return message
-    return "".join([_ESCAPE[b] for b in message.encode("utf-8")])
+    return "".join([_ESCAPE[b] for b in message.encode("utf-8", "replace")])
 
 
 def decode_grpc_message(raw: bytes | str) -> str:
@@ -158,7 +162,10 @@ def decode_grpc_message(raw: bytes | str) -> str:
     these decode correctly because percent-decoding leaves raw bytes alone.
     """
     if isinstance(raw, str):
-        raw = raw.encode("utf-8", "surrogateescape")
+        try:
+            raw = raw.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate no decoding produced: U+FFFD below
+            raw = raw.encode("utf-8", "surrogatepass")
     if b"%" in raw:
         raw = unquote_to_bytes(raw)
     return raw.decode("utf-8", "replace")

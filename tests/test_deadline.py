@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import queue
 import re
+import threading
 import time
 from fractions import Fraction
 
 import pytest
 
-from dubbo.deadline import Deadline, encode_timeout, parse_timeout
+from dubbo.deadline import MAX_TIMEOUT, Deadline, encode_timeout, parse_timeout
 
 _WIRE = re.compile(r"^([0-9]{1,8})([numSMH])$")
 _UNIT_SECONDS = {
@@ -272,3 +274,64 @@ def test_timeout_header_of_expired_deadline_is_zero():
 
 def test_repr_mentions_remaining():
     assert "Deadline" in repr(Deadline.after(1.0))
+
+
+# -- Deadline: any timeout a peer or user gives is safe (issue 7) ------------------------
+
+HUGE = [1e12, float("inf"), 1e300, 10**400, parse_timeout("99999999H"),
+        parse_timeout("2000000H"), threading.TIMEOUT_MAX, threading.TIMEOUT_MAX * 2]
+HUGE_IDS = ["1e12", "inf", "1e300", "10**400", "99999999H", "2000000H", "TIMEOUT_MAX",
+            "2*TIMEOUT_MAX"]
+
+
+@pytest.mark.parametrize("seconds", HUGE, ids=HUGE_IDS)
+def test_huge_timeouts_are_clamped_to_max_timeout(seconds):
+    d = Deadline.after(seconds)
+    assert not d.expired()
+    assert MAX_TIMEOUT - 1 < d.remaining() <= MAX_TIMEOUT
+    assert d.expires_at <= time.monotonic() + MAX_TIMEOUT
+    assert _WIRE.match(d.timeout())
+
+
+def test_max_timeout_is_years_yet_fits_threading_waits():
+    assert MAX_TIMEOUT <= threading.TIMEOUT_MAX
+    if threading.TIMEOUT_MAX >= 1e8:  # not Windows (~49 days there)
+        assert MAX_TIMEOUT >= 3 * 365 * 86400
+
+
+@pytest.mark.parametrize("seconds", HUGE, ids=HUGE_IDS)
+def test_remaining_of_a_huge_deadline_is_accepted_by_threading_waits(seconds):
+    # Lock.acquire checks its timeout before taking a free lock: OverflowError past
+    # threading.TIMEOUT_MAX ("timestamp out of range" on the server before the fix).
+    d = Deadline.after(seconds)
+    lock = threading.Lock()
+    assert lock.acquire(timeout=d.remaining())
+    lock.release()
+    # queue.get really waits on a Condition with that timeout until the item arrives.
+    q: queue.Queue[int] = queue.Queue()
+    putter = threading.Timer(0.02, q.put, (1,))
+    putter.start()
+    try:
+        assert q.get(timeout=d.remaining()) == 1
+    finally:
+        putter.join()
+    event = threading.Event()
+    event.set()
+    assert event.wait(d.remaining())
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("-inf"), -1e300, -0.0, 0])
+def test_nan_zero_and_negative_timeouts_are_already_expired(seconds):
+    d = Deadline.after(seconds)
+    assert d.expired()
+    assert d.remaining() == 0.0
+    assert parse_timeout(d.timeout()) == 0
+
+
+@pytest.mark.parametrize("expires_at", [float("nan"), float("inf"), float("-inf"), 1e300])
+def test_a_deadline_built_directly_still_gives_safe_waits(expires_at):
+    d = Deadline(expires_at)
+    remaining = d.remaining()
+    assert 0.0 <= remaining <= MAX_TIMEOUT  # never NaN: NaN fails both comparisons
+    assert d.expired() == (remaining == 0.0)
+    assert _WIRE.match(d.timeout())

@@ -42,7 +42,7 @@ class TimerHandle:
     __slots__ = ("when", "callback", "cancelled", "_scheduler")
 
     def __init__(self, when: float, callback: Callable[[], Any] | None,
-                 scheduler: Scheduler | None) -> None:
+                 scheduler: Scheduler | None = None) -> None:
         self.when = when
         # None once cancelled or run: the handle keeps nothing alive after that.
         self.callback = callback

@@ -670,10 +670,22 @@ class H2Transport:
             self.loop.unregister(self)
         self._outbuf = bytearray()  # nothing more will be sent
         self.connection_lost(self.error or error)
+        if self.loop.in_loop():
+            self._discard_input()
         try:
             self.sock.close()
         except OSError:
             pass
+
+    def _discard_input(self) -> None:
+        """Read what the peer already sent (loop thread): closing a socket with unread
+        input sends a reset, which can destroy our GOAWAY before the peer reads it."""
+        for _ in range(16):  # bounded: a peer still sending gets its reset
+            try:
+                if not self.sock.recv_into(self.loop.buffer):
+                    return
+            except OSError:
+                return
 
     def close(self, error: RpcError | None = None) -> None:
         """Close the connection; the loop fails what is in flight."""

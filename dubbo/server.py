@@ -60,7 +60,9 @@ __all__ = ["Server"]
 log = logging.getLogger("dubbo.server")
 
 DEFAULT_MAX_WORKERS = 1000
-DEFAULT_MAX_CONCURRENT_STREAMS = 1000
+# Per connection, as nghttp2 and h2 default to: clients queue beyond it, and what one
+# connection's calls can hold (workers, replies in flight) stays a fraction of the server.
+DEFAULT_MAX_CONCURRENT_STREAMS = 100
 DEFAULT_KEEPALIVE_TIME = 7200.0  # grpc's server default: 2 hours
 DEFAULT_KEEPALIVE_TIMEOUT = 20.0
 DEFAULT_MAX_CONNECTIONS = 4096
@@ -327,6 +329,9 @@ class ServerCall:
             # Replies still waiting to be packed go out together with the status.
             try:
                 writer.close(trailers=self._final_trailers(code, details))
+            except SendStalledError as exc:  # the peer reads nothing: give the stream up
+                self.end_now(exc, h2.errors.ErrorCodes.CANCEL)
+                return
             except RpcError:
                 return
             self._closed_by_us()

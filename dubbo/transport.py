@@ -51,7 +51,7 @@ from .status import (
     StatusCode,
     UnavailableError,
 )
-from .timer import Scheduler
+from .timer import Scheduler, TimerHandle
 from .tls import TLSLayer
 
 log = logging.getLogger("dubbo.transport")
@@ -472,6 +472,7 @@ class H2Transport:
         self._outbuf = bytearray()  # bytes the socket did not take yet (_send_lock)
         self._h2_pending = 0  # DATA bytes pushed into h2, not yet flushed (lock)
         self._want_write = False  # the loop watches for writability (loop thread)
+        self._keepalive_timer: TimerHandle | None = None
         self._flood = FloodGuard(flood_limits or FloodLimits(), time.monotonic())
         # Credit owed to the peer, not yet handed to h2: the reader's alone.
         self._unacked: dict[int, int] = {}
@@ -669,6 +670,8 @@ class H2Transport:
         if self.loop.in_loop():
             self.loop.unregister(self)
         self._outbuf = bytearray()  # nothing more will be sent
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
         self.connection_lost(self.error or error)
         if self.loop.in_loop():
             self._discard_input()
@@ -753,19 +756,26 @@ class H2Transport:
         """PING after ``interval`` s without incoming bytes (while ``wanted()``); close
         the connection as UNAVAILABLE when nothing arrives within ``timeout`` s."""
 
+        def later(delay: float, fn: Callable[[], None]) -> None:
+            # Kept so that closing cancels it: a pending tick must not hold a closed
+            # connection (and its h2 state) for the whole interval.
+            self._keepalive_timer = scheduler.call_later(delay, fn)
+            if self.closed:  # closed meanwhile: _terminate may have missed this one
+                self._keepalive_timer.cancel()
+
         def tick() -> None:
             if self.closed:
                 return
             idle = time.monotonic() - self.last_activity
             if idle < interval or not wanted():
-                scheduler.call_later(max(interval - idle, 0.01), tick)
+                later(max(interval - idle, 0.01), tick)
                 return
             sent_at = time.monotonic()
             try:  # never waits: flush only hands bytes to the socket or the loop
                 self.call_h2(self.conn.ping, b"dubbo-ka")
             except (RpcError, h2.exceptions.ProtocolError):
                 return
-            scheduler.call_later(timeout, lambda: check(sent_at))
+            later(timeout, lambda: check(sent_at))
 
         def check(sent_at: float) -> None:
             if self.closed:
@@ -778,7 +788,7 @@ class H2Transport:
                 return
             tick()
 
-        scheduler.call_later(interval, tick)
+        later(interval, tick)
 
     # -- sending -------------------------------------------------------------------
 

@@ -184,20 +184,25 @@ class ServerProcess:
                 return False, rss, waited
             time.sleep(0.1)
 
-    def settled_threads(self, stable: float = 0.6, timeout: float = 5.0) -> int:
-        """The thread count once it has not changed for ``stable`` seconds (or the last
-        one seen after ``timeout``): short-lived helpers are gone by then."""
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server has used, from /proc/<pid>/stat."""
+        with open(f"/proc/{self.pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def settled_threads(self, window: float = 0.5, timeout: float = 10.0) -> int:
+        """The thread count once the server is quiet: over ``window`` seconds it used
+        under 10 % of a core and its thread count did not change (or the last count
+        seen after ``timeout``). A server still working through what an attacker sent
+        before leaving, or a short-lived helper thread, is not counted as settled."""
         deadline = time.monotonic() + timeout
-        last = self.threads()
-        since = time.monotonic()
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
+        while True:
+            threads, cpu, start = self.threads(), self.cpu_seconds(), time.monotonic()
+            time.sleep(window)
             now = self.threads()
-            if now != last:
-                last, since = now, time.monotonic()
-            elif time.monotonic() - since >= stable:
-                break
-        return last
+            quiet = self.cpu_seconds() - cpu < 0.1 * (time.monotonic() - start)
+            if (quiet and now == threads) or time.monotonic() >= deadline:
+                return now
 
     def log_text(self) -> str:
         with open(self._log.name, encoding="utf-8", errors="replace") as f:
@@ -575,6 +580,8 @@ def grpc_message(payload: bytes, compressed: bool = False) -> bytes:
 
 def frame_header(ftype: int, flags: int, stream_id: int, length: int) -> bytes:
     """A raw 9-byte frame header declaring ``length`` whatever follows."""
+    if not 0 <= length < 1 << 24:
+        raise ValueError(f"a frame length has 24 bits: {length}")
     return struct.pack("!I", length)[1:] + struct.pack("!BBI", ftype, flags,
                                                         stream_id & 0x7FFFFFFF)
 
@@ -883,9 +890,14 @@ class RawConnection:
     def goaway_code(self) -> int | None:
         return None if self.goaway is None else int(self.goaway.error_code)
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Close the socket; ``abort``: with a TCP reset (SO_LINGER 0), so that what the
+        server has not read yet is dropped, as when an attacker's process goes away."""
         self.closed = True
         with contextlib.suppress(OSError):
+            if abort:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                     struct.pack("ii", 1, 0))
             self.sock.close()
 
 

@@ -915,10 +915,13 @@ class Attacker:
         self.connections.append(conn)
         return conn
 
-    def open_idle(self, count: int, timeout: float = 30.0) -> list[socket.socket]:
-        """``count`` TCP connections that send nothing at all (not even the preface)."""
+    def open_idle(self, count: int, timeout: float = 30.0
+                  ) -> tuple[list[socket.socket], list[float]]:
+        """``count`` TCP connections that send nothing at all (not even the preface),
+        and the monotonic time each was connected."""
         deadline = time.monotonic() + timeout
         opened: list[socket.socket] = []
+        times: list[float] = []
         for _ in range(count):
             if time.monotonic() > deadline:
                 break
@@ -928,7 +931,8 @@ class Attacker:
             s.connect(("127.0.0.1", self.port))
             s.setblocking(False)
             opened.append(s)
-        return opened
+            times.append(time.monotonic())
+        return opened, times
 
     def close_all(self) -> None:
         for conn in self.connections:
@@ -940,18 +944,19 @@ class Attacker:
         self.sockets.clear()
 
 
-def wait_all_closed(sockets: Sequence[socket.socket], timeout: float) -> int:
+def wait_all_closed(sockets: Sequence[socket.socket], timeout: float) -> dict[int, float]:
     """Read (and drop) whatever the server sends on each idle socket until it closes
-    them; returns how many were closed by the server within ``timeout``."""
+    them: ``{index in sockets: monotonic time its close was seen}`` for those closed
+    within ``timeout`` (one found closed at once counts as closed now)."""
     import selectors
 
     selector = selectors.DefaultSelector()
     try:
-        for s in sockets:
-            selector.register(s, selectors.EVENT_READ)
-        closed = 0
+        for index, s in enumerate(sockets):
+            selector.register(s, selectors.EVENT_READ, index)
+        closed: dict[int, float] = {}
         deadline = time.monotonic() + timeout
-        while closed < len(sockets):
+        while len(closed) < len(sockets):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -966,7 +971,7 @@ def wait_all_closed(sockets: Sequence[socket.socket], timeout: float) -> int:
                     chunk = b""
                 if not chunk:
                     selector.unregister(s)
-                    closed += 1
+                    closed[key.data] = time.monotonic()
         return closed
     finally:
         selector.close()

@@ -64,6 +64,15 @@ def _stream_ids(first: int, count: int) -> range:
     return range(first, first + 2 * count, 2)
 
 
+def _running(server: ServerProcess) -> int:
+    """Handlers running in serve.py (Slow, Stream, Sink), or -1 when the Stats call
+    got no answer within 1 s (no worker free to run it)."""
+    try:
+        return int(server.stats(timeout=1.0)["running"])
+    except Exception:
+        return -1
+
+
 def _statuses(conn: RawConnection, ids: range) -> dict[str, int]:
     """How the streams ended: {"OK": n, "status 12": n, "reset 7": n, "open": n}."""
     out: dict[str, int] = {}
@@ -146,7 +155,7 @@ def test_the_largest_grpc_timeout_parses_and_the_timer_thread_survives_it(
             t = conn.stream(timed)
             assert t.ended_at is not None
             took = t.ended_at - sent_at
-            assert t.grpc_status == DEADLINE_EXCEEDED and 0.9 <= took <= 1.6, \
+            assert t.grpc_status == DEADLINE_EXCEEDED and 0.9 <= took <= 2.0, \
                 f"status {t.grpc_status} after {took:.2f} s (want DEADLINE_EXCEEDED at 1 s)"
             assert conn.wait_done([slow], 5)
             assert conn.stream(slow).grpc_status == OK
@@ -327,7 +336,8 @@ def test_a_ping_flood_from_a_client_that_never_reads_is_closed(
     """Old: every PING ACK the client did not read was queued without a cap (memory
     grew with every byte sent, the connection stayed). Now what we queue for a peer
     is capped (``max_send_buffer``, lowered here to 1 MiB so that the flood reaches it
-    in about a second of server time) and the connection is closed."""
+    in seconds of server time, not tens) and the connection is closed, or at least
+    answered with GOAWAY ENHANCE_YOUR_CALM."""
     server = start_server(max_send_buffer=MiB)
     pings = ping_frame() * 4096  # 68 KiB
 
@@ -340,10 +350,11 @@ def test_a_ping_flood_from_a_client_that_never_reads_is_closed(
             if not conn.send(pings, timeout=3.0):
                 break
             sent += len(pings)
-        # Only now does the client look: the server must have closed (or be closing).
-        closed = conn.closed or conn.wait_closed(3.0)
-        assert closed, (f"the connection is still open after {mib(sent)} of PING frames "
-                        f"never read ({conn.close_reason or 'sends went through'})")
+        # Only now does the client look: the server must have closed, or said GOAWAY.
+        conn.wait_for(lambda: conn.closed or conn.goaway is not None, 3.0)
+        assert conn.closed or conn.goaway is not None, (
+            f"the connection is still open, no GOAWAY, after {mib(sent)} of PING frames "
+            f"never read ({conn.close_reason or 'sends went through'})")
         run.note(f"closed after {mib(sent)} of PINGs: GOAWAY {conn.goaway_code()} "
                  f"{conn.close_reason}")
         if conn.goaway is not None:
@@ -380,10 +391,7 @@ def test_streams_whose_window_stays_shut_free_their_workers(
         # on it must be let go within send_timeout, while the connection stays.
         while time.monotonic() - sent_at < send_timeout + 6:
             conn.pump(0.2)
-            try:
-                running = server.stats(timeout=1.0)["running"]
-            except Exception:
-                running = -1  # no worker free to answer
+            running = _running(server)
             if running == 0 and time.monotonic() - sent_at > 0.5:
                 break
         freed_after = time.monotonic() - sent_at
@@ -450,10 +458,10 @@ def test_idle_connections_cost_no_thread_and_are_closed_after_the_handshake_time
         attacker = attacker_for(server)
         before = server.status()
         started = time.monotonic()
-        sockets = attacker.open_idle(count)
+        sockets, opened_at = attacker.open_idle(count)
         assert len(sockets) == count, f"could open only {len(sockets)} connections"
         opened = time.monotonic() - started
-        time.sleep(0.5)  # the server has accepted them all by now
+        time.sleep(0.3)  # the server has accepted them all by now
         run.monitor.sample()
         threads = run.monitor.peak_threads - before["threads"]
         rss = run.monitor.peak_rss - before["rss"]
@@ -462,11 +470,15 @@ def test_idle_connections_cost_no_thread_and_are_closed_after_the_handshake_time
         assert threads <= 10, f"{count} idle connections cost {threads} threads"
         assert rss <= 100 * MiB, f"{count} idle connections cost {mib(rss)}"
         closed = wait_all_closed(sockets, handshake_timeout + 5.0 - (time.monotonic() - started))
-        took = time.monotonic() - started
-        assert closed == count, (f"{count - closed} of {count} idle connections still open "
-                                 f"{took:.1f} s after they were opened "
-                                 f"(handshake_timeout={handshake_timeout})")
-        run.note(f"all closed {took:.1f} s after the first was opened")
+        assert len(closed) == count, (
+            f"{count - len(closed)} of {count} idle connections still open "
+            f"{time.monotonic() - started:.1f} s after the first was opened "
+            f"(handshake_timeout={handshake_timeout})")
+        lived = [closed[i] - opened_at[i] for i in range(count)]
+        run.note(f"closed {min(lived):.1f} to {max(lived):.1f} s after opening")
+        assert min(lived) >= 0.9 * handshake_timeout, \
+            f"an idle connection was closed {min(lived):.2f} s after it was opened, " \
+            f"before handshake_timeout={handshake_timeout}"
         attacker.close_all()
         run.hold()
 
@@ -688,16 +700,17 @@ def test_a_sigkilled_client_with_1000_streams_frees_everything(
             counts = [-1]
             while time.monotonic() < deadline:
                 time.sleep(0.1)
-                counts.append(server.stats(timeout=2.0)["running"])
+                counts.append(_running(server))
                 if counts[-1] >= 100 and len(set(counts[-5:])) == 1:
                     break
             running = counts[-1]
+            assert running != -1, "no worker left to answer: one client holds them all"
             assert running >= 100, f"only {running} of the client's calls started"
         finally:
             kill(client)
         killed_at = time.monotonic()
         while time.monotonic() - killed_at < 10:
-            running = server.stats(timeout=2.0)["running"]
+            running = _running(server)
             if running == 0:
                 break
             time.sleep(0.1)

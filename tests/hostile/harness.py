@@ -175,14 +175,15 @@ class ServerProcess:
     def wait_rss_below(self, limit: int, timeout: float) -> tuple[bool, int, float]:
         """Poll until RSS <= ``limit``: (reached, last RSS, seconds waited)."""
         start = time.monotonic()
-        while True:
+        for _ in range(int(timeout / 0.1) + 2):
             rss = self.rss()
             waited = time.monotonic() - start
             if rss <= limit:
                 return True, rss, waited
             if waited >= timeout:
-                return False, rss, waited
+                break
             time.sleep(0.1)
+        return False, rss, waited
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the server has used, from /proc/<pid>/stat."""
@@ -196,13 +197,15 @@ class ServerProcess:
         seen after ``timeout``). A server still working through what an attacker sent
         before leaving, or a short-lived helper thread, is not counted as settled."""
         deadline = time.monotonic() + timeout
-        while True:
-            threads, cpu, start = self.threads(), self.cpu_seconds(), time.monotonic()
+        now = self.threads()
+        for _ in range(int(timeout / window) + 1):
+            threads, cpu, start = now, self.cpu_seconds(), time.monotonic()
             time.sleep(window)
             now = self.threads()
             quiet = self.cpu_seconds() - cpu < 0.1 * (time.monotonic() - start)
             if (quiet and now == threads) or time.monotonic() >= deadline:
-                return now
+                break
+        return now
 
     def log_text(self) -> str:
         with open(self._log.name, encoding="utf-8", errors="replace") as f:
@@ -346,7 +349,9 @@ class Monitor:
             self.exceeded.set()
 
     def _run(self) -> None:
-        while not self._stop.wait(0.02):
+        for _ in range(50 * 3600):  # an hour at most; stopped by __exit__
+            if self._stop.wait(0.02):
+                return
             self.sample()
 
     def __enter__(self) -> Monitor:
@@ -398,7 +403,9 @@ class AttackRun:
 
     def hold(self) -> None:
         """Keep what the attack holds until the probe has had its say."""
-        while self.going():
+        for _ in range(int(self.max_seconds / 0.05) + 1):
+            if not self.going():
+                return
             time.sleep(0.05)
 
     def note(self, text: str) -> None:
@@ -792,11 +799,13 @@ class RawConnection:
     def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Pump until ``predicate()`` holds (True), the connection closes or time is up."""
         deadline = time.monotonic() + timeout
-        while not predicate():
+        for _ in range(1_000_000):  # each pass waits or reads: bounded by time first
+            if predicate():
+                return True
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self.pump(min(remaining, 0.1)):
-                return predicate()
-        return True
+                break
+        return predicate()
 
     def wait_done(self, stream_ids: Iterable[int], timeout: float) -> bool:
         """Pump until every one of ``stream_ids`` has ended or been reset."""

@@ -22,6 +22,7 @@ from .deadline import Deadline
 from .frames import DEFAULT_MAX_MESSAGE_SIZE
 from .ioloop import IOLoop
 from .limits import FloodLimits
+from .memory import release_free_memory
 from .metadata import (
     MetadataLike,
     RequestHead,
@@ -68,6 +69,7 @@ DEFAULT_KEEPALIVE_TIMEOUT = 20.0
 DEFAULT_MAX_CONNECTIONS = 4096
 DEFAULT_SEND_TIMEOUT = 30.0  # a peer that reads nothing this long loses its stream
 DEFAULT_WORKER_IDLE_TIMEOUT = 60.0
+TRIM_INTERVAL = 2.0  # seconds between looks at whether calls ended (memory.py)
 
 
 class ServerCall:
@@ -424,6 +426,21 @@ class ServerCall:
                     log.exception("closing the handler of %s failed", self.head.path)
             self.transport.call_done(self)
             self._run_callbacks()
+            self._break_cycles()
+
+    def _break_cycles(self) -> None:
+        """Drop the references that make the call a cycle (its context, writer, inbox
+        and stored error point back at it), so what it holds (a request's metadata may
+        be 64 KiB, a reply being sent 4 MiB) is freed as the call ends rather than at
+        some later garbage collection."""
+        self.writer = None
+        self.inbox.on_bad_message = None
+        self.context = None  # type: ignore[assignment]
+        # The error that ended the call was raised in this call's frames (a blocked
+        # send holds the reply being sent): its traceback must not keep them.
+        for error in (self.cancelled, self.inbox.error):
+            if error is not None:
+                error.__traceback__ = None
 
 
 _MISSING = object()
@@ -471,6 +488,8 @@ class ServerConnection(H2Transport):
 
     def handle_events(self, events: list[h2.events.Event]) -> None:
         for event in events:
+            if self.closed:  # ended while handling this read: the rest is moot
+                return
             try:
                 self._handle_event(event)
             except _STREAM_GONE as exc:
@@ -581,7 +600,13 @@ class ServerConnection(H2Transport):
             self.server.call_finished()  # undo admit()
             raise
         with self.lock:
-            self.calls[stream_id] = call
+            # A flush while handling this read may have found the socket dead and
+            # ended the connection (cancelling its calls): this one must not outlive it.
+            if not self.closed:
+                self.calls[stream_id] = call
+        if call.stream_id not in self.calls:
+            self.server.call_finished()  # undo admit()
+            return
         self.server.submit(call)
 
     def drain(self) -> None:
@@ -711,6 +736,8 @@ class Server:
         self._lock = threading.Condition()  # guards _connections, _active, stopping
         self._connections: set[ServerConnection] = set()
         self._active = 0  # calls admitted and not yet finished (running or waiting)
+        self._ended = 0  # calls and connections that ended: memory may be free to return
+        self._ended_at_trim = 0  # timer thread only
         self._listener: _Listener | None = None
         self._loop: IOLoop | None = None
         self._pool: WorkerPool | None = None
@@ -778,6 +805,7 @@ class Server:
         self._listener = _Listener(self, sock)
         self._loop.start()
         self._loop.call_soon(lambda: self._loop.register(self._listener))  # type: ignore
+        self.timer.call_later(TRIM_INTERVAL, self._trim_memory)
         log.info("serving %s on %s:%d", ", ".join(self.services), host, self.port)
         return self
 
@@ -829,12 +857,25 @@ class Server:
     def call_finished(self) -> None:
         with self._lock:
             self._active -= 1
+            self._ended += 1
             self._lock.notify_all()
 
     def connection_closed(self, connection: ServerConnection) -> None:
         with self._lock:
             self._connections.discard(connection)
+            self._ended += 1
             self._lock.notify_all()
+
+    def _trim_memory(self) -> None:
+        """Timer: once calls or connections have ended, hand their freed memory back to
+        the OS, so a burst (or an attack) leaves no lasting footprint."""
+        if self.stopping:
+            return
+        ended = self._ended
+        if ended != self._ended_at_trim:
+            self._ended_at_trim = ended
+            release_free_memory()
+        self.timer.call_later(TRIM_INTERVAL, self._trim_memory)
 
     def stop(self, grace: float | None = 5.0) -> None:
         """Stop serving, gracefully: GOAWAY to every client so no new calls start,

@@ -608,7 +608,7 @@ class H2Transport:
             kind = _FLOOD_KINDS.get(type(event))
             if kind is None:
                 continue
-            if kind == "empty_frames" and (event.data or event.stream_ended):
+            if type(event) is h2.events.DataReceived and (event.data or event.stream_ended):
                 continue
             now = now or time.monotonic()
             if not allow(kind, now):

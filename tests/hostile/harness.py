@@ -468,6 +468,9 @@ def check_attack(server: ServerProcess, attack: Callable[[AttackRun], None], *,
             run = AttackRun(index, server, probe, monitor, min_seconds, max_seconds)
             attack(run)
             seconds = run.elapsed
+            # An attack the server cut short (GOAWAY, closed connections) is over early:
+            # the probe goes on until it has had its say, in the attack's aftermath.
+            run.hold()
         report = RunReport(index, seconds, probe.summary(), probe.calls, probe.misses,
                            baseline, monitor.peak_rss, monitor.peak_threads,
                            aborted=run.aborted, notes=run.notes)

@@ -26,6 +26,7 @@ a note on stderr): only for checking the tests' own harness against an older ser
 
 from __future__ import annotations
 
+import faulthandler
 import inspect
 import json
 import logging
@@ -147,6 +148,7 @@ def main() -> None:
     server.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    faulthandler.register(signal.SIGUSR1)  # a hung server's stacks, on demand
     print(f"PORT {server.port}", flush=True)
     while not stop.wait(1.0):
         pass

@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import random
+import select
 import socket
 import ssl
 import threading
@@ -189,7 +190,7 @@ class ClientConnection(H2Transport):
     def __init__(self, address: tuple[Any, ...], family: int,
                  on_idle: Callable[[ClientConnection], None],
                  on_connect_failed: Callable[[ClientConnection, RpcError], None],
-                 tls: TLSLayer | None = None) -> None:
+                 tls: TLSLayer | None = None, connect_timeout: float = 5.0) -> None:
         sock = socket.socket(family, socket.SOCK_STREAM)
         loop = IOLoop("dubbo-client-conn")
         try:
@@ -201,15 +202,27 @@ class ClientConnection(H2Transport):
             self.connected = False  # TCP (and TLS) up: streams may start
             self._on_idle = on_idle
             self._on_connect_failed = on_connect_failed
+            self._tcp_up = False  # the TCP connect is done (its result was looked at)
             error = sock.connect_ex(address)
+            if error in (errno.EINPROGRESS, errno.EWOULDBLOCK):
+                # On loopback and fast networks the connect is done at once: then the
+                # preface goes out from this thread, with no hand-over to the loop.
+                error = 0 if select.select([], [sock], [], 0)[1] else -1
+                if error == 0:
+                    error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error > 0:
+                raise OSError(error, os.strerror(error))
+            if error == 0:
+                self._tcp_up = True
+                if tls is None:
+                    self.handshake_done()
+                    self.flush()  # the connection preface
         except BaseException:
             sock.close()
             loop.stop()
             raise
-        if error not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
-            sock.close()
-            loop.stop()
-            raise OSError(error, os.strerror(error))
+        if not self.connected:
+            loop.set_alarm(connect_timeout, lambda: self.connect_expired(connect_timeout))
         loop.start()
 
     @property
@@ -217,10 +230,11 @@ class ClientConnection(H2Transport):
         return self.connected
 
     def wants_connect(self) -> bool:
-        return True
+        return not self._tcp_up  # its first writability says the connect is done
 
     def attached(self) -> None:
-        pass  # the socket's first writability says the connect is done
+        if self._tcp_up and self.tls is not None:
+            self._handshake(b"")
 
     def _on_writable(self) -> None:
         if self._tcp_connected_once():
@@ -228,7 +242,7 @@ class ClientConnection(H2Transport):
 
     def _tcp_connected_once(self) -> bool:
         """Loop thread. The first writability ends the connect: start TLS or h2."""
-        if getattr(self, "_tcp_up", False):
+        if self._tcp_up:
             return True
         self._tcp_up = True
         error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -245,6 +259,7 @@ class ClientConnection(H2Transport):
         return False
 
     def handshake_done(self) -> None:
+        self.loop.cancel_alarm()
         with self.lock:
             self.connected = True
             self.lock.notify_all()
@@ -739,20 +754,19 @@ class Client:
                 tls = None if self.ssl_context is None else TLSLayer(
                     self.ssl_context, server_side=False, server_hostname=host)
                 connection = ClientConnection(address, family, self._connection_idle,
-                                              self._connect_failed, tls)
+                                              self._connect_failed, tls,
+                                              self.connect_timeout)
             except OSError as exc:
                 self._set_backoff_locked(str(exc))
                 raise UnavailableError(StatusCode.UNAVAILABLE,
                                        f"failed to connect to {host}:{port}: {exc}") from exc
             self._current = connection
             self._connections.add(connection)
-            timer = self._timer_locked()
         connection.start()
-        timeout = self.connect_timeout
-        timer.call_later(timeout, lambda: connection.connect_expired(timeout))
         if self.keepalive_time:
             always = self.keepalive_permit_without_calls
-            connection.start_keepalive(timer, self.keepalive_time, self.keepalive_timeout,
+            connection.start_keepalive(self.timer(), self.keepalive_time,
+                                       self.keepalive_timeout,
                                        lambda: always or bool(connection.calls))
         return connection
 

@@ -13,6 +13,7 @@ import logging
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -49,6 +50,15 @@ class IOLoop:
         self._thread: threading.Thread | None = None
         self.buffer = bytearray(RECV_SIZE)
         self.view = memoryview(self.buffer)
+        # One timed callback (a client's connect timeout), without a timer thread.
+        self._alarm: tuple[float, Callable[[], None]] | None = None  # loop thread only
+
+    def set_alarm(self, delay: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the loop after ``delay`` s (before start(), or on the loop)."""
+        self._alarm = (time.monotonic() + delay, fn)
+
+    def cancel_alarm(self) -> None:
+        self._alarm = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -94,7 +104,18 @@ class IOLoop:
     def _run(self) -> None:
         select = self._selector.select
         while True:
-            for key, mask in select():
+            alarm = self._alarm
+            timeout = None
+            if alarm is not None:
+                timeout = alarm[0] - time.monotonic()
+                if timeout <= 0:
+                    self._alarm = None
+                    try:
+                        alarm[1]()
+                    except Exception:
+                        log.exception("I/O loop alarm %r failed", alarm[1])
+                    continue
+            for key, mask in select(timeout):
                 handler = key.data
                 if handler is None:
                     if not self._run_pending():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import random
+import queue
 import select
 import socket
 import ssl
@@ -20,8 +20,11 @@ import h2.events
 import h2.exceptions
 
 from . import compression as codecs
+from .cluster.loadbalance import load_balance
+from .cluster.policy import ClusterPolicy
 from .configs import ApplicationConfig, ReferenceConfig
 from .deadline import Deadline
+from .endpoint import Endpoint
 from .frames import DEFAULT_MAX_MESSAGE_SIZE
 from .ioloop import IOLoop
 from .metadata import (
@@ -33,6 +36,7 @@ from .metadata import (
     request_headers,
     status_from_headers,
 )
+from .registry.url import DEFAULT_WEIGHT
 from .status import (
     CancelledError,
     DeadlineExceededError,
@@ -60,11 +64,13 @@ class ClientCall:
     and feeds ``inbox``; ``transport.lock`` guards ``status`` and ``local_error``."""
 
     __slots__ = ("transport", "stream_id", "inbox", "deadline", "status", "initial_metadata",
-                 "headers_event", "local_error", "ended", "writer", "reading")
+                 "headers_event", "local_error", "ended", "writer", "reading", "endpoint")
 
     def __init__(self, transport: ClientConnection, deadline: Deadline | None,
-                 max_receive_message_size: int | None) -> None:
+                 max_receive_message_size: int | None, endpoint: Endpoint | None = None) -> None:
         self.transport = transport
+        # Counted in its provider's active calls while its stream is open (balancers).
+        self.endpoint = endpoint
         self.stream_id = 0
         self.inbox = Inbox(max_receive_message_size)
         self.deadline = deadline
@@ -304,11 +310,16 @@ class ClientConnection(H2Transport):
                     StatusCode.UNAVAILABLE, f"connection failed: {exc}") from None
             call.stream_id = stream_id
             self.calls[stream_id] = call
+            if call.endpoint is not None:
+                call.endpoint.call_started()
 
     def stream_closed(self, call: ClientCall) -> None:
         with self.lock:
+            was_open = self.calls.pop(call.stream_id, None) is not None
             call.ended = True
-            self.calls.pop(call.stream_id, None)
+        if was_open and call.endpoint is not None:
+            call.endpoint.call_ended()
+        with self.lock:
             idle = self.draining and not self.calls
             self.lock.notify_all()
         # Replies nobody will read still count against the connection's window.
@@ -425,6 +436,8 @@ class ClientConnection(H2Transport):
             calls = list(self.calls.values())
             self.calls.clear()
         for call in calls:
+            if call.endpoint is not None:
+                call.endpoint.call_ended()
             call.fail(UnavailableError(error.code if error.code is not StatusCode.CANCELLED
                                        else StatusCode.UNAVAILABLE, error.details))
         self._on_idle(self)
@@ -506,39 +519,91 @@ def _deserialize(deserializer: Deserializer, message: bytes) -> Any:
         raise RpcError(StatusCode.INTERNAL, f"Exception deserializing response: {exc}") from exc
 
 
+class _NotSent(Exception):
+    """A try failed before a byte of it went out (no connection, no stream)."""
+
+    def __init__(self, error: RpcError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 class _Method:
-    """A callable bound to one remote method; subclasses pick the call shape."""
+    """A callable bound to one remote method; subclasses pick the call shape.
+
+    ``idempotent``: the method may run twice, so under ``failover`` any failure is
+    tried again on another provider (otherwise only UNAVAILABLE is)."""
 
     request_streaming = False
     response_streaming = False
 
     def __init__(self, client: Client, method_name: str, request_serializer: Serializer | None,
-                 response_deserializer: Deserializer | None) -> None:
+                 response_deserializer: Deserializer | None, idempotent: bool = False) -> None:
         self._client = client
         self.method_name = method_name
         self._serialize = request_serializer
         self._deserialize = response_deserializer
+        self.idempotent = idempotent
         self._path = f"/{client.reference.service}/{method_name}"
 
-    def _frame(self, request: Any, codec: codecs.Codec | None) -> Payload:
+    def _serialized(self, request: Any) -> bytes | bytearray | memoryview:
         data = request if self._serialize is None else self._serialize(request)
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"request serialized to {type(data).__name__}, expected bytes "
                             "(set request_serializer)")
-        return codecs.frame_message(data, codec, self._client.max_send_message_size)
+        return data
 
-    def _start(self, request: Any, timeout: float | None, metadata: MetadataLike | None,
-               compression_name: str | None) -> ClientCall:
+    def _frame(self, request: Any, codec: codecs.Codec | None) -> Payload:
+        return codecs.frame_message(self._serialized(request), codec,
+                                    self._client.max_send_message_size)
+
+    def _deadline(self, timeout: float | None) -> Deadline | None:
+        return Deadline.after(self._client.reference.timeout if timeout is None else timeout)
+
+    def _attempts(self, deadline: Deadline | None, key: bytes | None,
+                  attempt: Callable[[Endpoint], Any]) -> Any:
+        """Run ``attempt(endpoint)`` on providers the balancer picks, as many times as
+        the cluster strategy allows; its result, or the last error."""
         client = self._client
-        if timeout is None:
-            timeout = client.reference.timeout
-        deadline = Deadline.after(timeout)
+        policy = client.policy
+        tried: set[str] = set()
+        number = 0
+        while True:
+            number += 1
+            endpoint = client.pick(tried, key)
+            try:
+                return attempt(endpoint)
+            except _NotSent as exc:
+                error, sent = exc.error, False
+            except RpcError as exc:
+                error, sent = exc, True
+            tried.add(endpoint.key)
+            expired = deadline is not None and deadline.expired()
+            if expired or not policy.retry(error.code, number, idempotent=self.idempotent,
+                                           sent=sent,
+                                           whole_request=not self.request_streaming):
+                if policy.name == "failsafe" and not self.response_streaming:
+                    log.warning("%s failed (failsafe, ignored): %s", self._path, error)
+                    return _FAILSAFE
+                raise error
+            log.info("%s failed on %s (%s), trying another provider", self._path,
+                     endpoint.key, error.code.name)
+
+    def _start(self, endpoint: Endpoint, request: Any, deadline: Deadline | None,
+               metadata: MetadataLike | None, compression_name: str | None,
+               frame: Payload | None = None) -> ClientCall:
+        """Open the call on ``endpoint``; ``_NotSent`` if nothing of it went out."""
+        client = self._client
         codec = client.codec(compression_name)
-        headers = client.headers(self._path, timeout, metadata, codec)
-        frame = None if self.request_streaming else self._frame(request, codec)
-        transport = client.connection()
-        call = ClientCall(transport, deadline, client.max_receive_message_size)
-        transport.open_stream(call, headers)
+        headers = client.headers(self._path, None if deadline is None else deadline.remaining(),
+                                 metadata, codec, endpoint.authority)
+        if frame is None and not self.request_streaming:
+            frame = self._frame(request, codec)
+        try:
+            transport = endpoint.connection()
+            call = ClientCall(transport, deadline, client.max_receive_message_size, endpoint)
+            transport.open_stream(call, headers)
+        except RpcError as exc:
+            raise _NotSent(exc) from None
         if frame is not None:
             try:
                 transport.send_data(call.stream_id, frame, True, deadline, call.send_error)
@@ -575,12 +640,70 @@ class _Method:
         return (response, Call(call)) if with_call else response
 
 
+_FAILSAFE = object()  # a failsafe call's failure: the caller gets None
+
+
 class UnaryMethod(_Method):
     def __call__(self, request: Any, timeout: float | None = None,
                  metadata: MetadataLike | None = None, with_call: bool = False,
                  compression: str | None = None) -> Any:
-        call = self._start(request, timeout, metadata, compression)
-        return self._unary_response(call, with_call)
+        deadline = self._deadline(timeout)
+        client = self._client
+        if self.request_streaming:
+            key, frame = None, None
+        else:  # serialized once: the balancer may hash it, every try sends it
+            data = self._serialized(request)
+            key = bytes(data) if client.balancer.name == "consistenthash" else None
+            frame = codecs.frame_message(data, client.codec(compression),
+                                         client.max_send_message_size)
+        if client.policy.name == "forking" and not self.request_streaming:
+            result = self._fork(request, deadline, metadata, compression, with_call, key, frame)
+        else:
+            result = self._attempts(deadline, key, lambda endpoint: self._unary_response(
+                self._start(endpoint, request, deadline, metadata, compression, frame),
+                with_call))
+        if result is _FAILSAFE:
+            return (None, None) if with_call else None
+        return result
+
+    def _fork(self, request: Any, deadline: Deadline | None, metadata: MetadataLike | None,
+              compression: str | None, with_call: bool, key: bytes | None,
+              frame: Payload | None) -> Any:
+        """``forking``: the same call to several providers at once; the first success
+        wins and the others are cancelled."""
+        client = self._client
+        endpoints: list[Endpoint] = []
+        tried: set[str] = set()
+        for _ in range(min(client.policy.forks, max(1, len(client.providers())))):
+            endpoint = client.pick(tried, key)
+            tried.add(endpoint.key)
+            endpoints.append(endpoint)
+        results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        calls: list[ClientCall] = []
+
+        def run(endpoint: Endpoint) -> None:
+            try:
+                call = self._start(endpoint, request, deadline, metadata, compression, frame)
+                calls.append(call)
+                results.put((True, self._unary_response(call, with_call)))
+            except _NotSent as exc:
+                results.put((False, exc.error))
+            except RpcError as exc:
+                results.put((False, exc))
+
+        for endpoint in endpoints:
+            threading.Thread(target=run, args=(endpoint,), name="dubbo-client-fork",
+                             daemon=True).start()
+        error: RpcError | None = None
+        for _ in endpoints:
+            ok, value = results.get()
+            if ok:
+                for call in list(calls):
+                    call.cancel(CancelledError(StatusCode.CANCELLED, "another fork won"))
+                return value
+            error = value
+        assert error is not None
+        raise error
 
     def with_call(self, request: Any, timeout: float | None = None,
                   metadata: MetadataLike | None = None,
@@ -598,8 +721,13 @@ class ServerStreamMethod(_Method):
     def __call__(self, request: Any, timeout: float | None = None,
                  metadata: MetadataLike | None = None,
                  compression: str | None = None) -> ResponseIterator:
-        return ResponseIterator(self._start(request, timeout, metadata, compression),
-                                self._deserialize)
+        deadline = self._deadline(timeout)
+        key = None
+        if not self.request_streaming and self._client.balancer.name == "consistenthash":
+            key = bytes(self._serialized(request))
+        call = self._attempts(deadline, key, lambda endpoint: self._start(
+            endpoint, request, deadline, metadata, compression))
+        return ResponseIterator(call, self._deserialize)
 
 
 class BidiStreamMethod(ServerStreamMethod):
@@ -631,17 +759,14 @@ def _send_requests(call: ClientCall, writer: MessageWriter, requests: Iterator[A
         call.cancel(error)
 
 
-# Reconnect backoff (grpc connection-backoff.md, scaled down for a local client): the
-# first reconnect is immediate; after a failed connect, attempts are spaced 0.1 s,
-# then x1.6 each time (+-20 % jitter) up to 5 s. Calls meanwhile fail fast.
-BACKOFF_INITIAL = 0.1
-BACKOFF_MULTIPLIER = 1.6
-BACKOFF_MAX = 5.0
-BACKOFF_JITTER = 0.2
-
-
 class Client:
     """Calls one remote service. Thread-safe: share one client between threads.
+
+    The service may be served by one address (``tri://host:port/Service``), a static
+    list (``tri://h1:p1,h2:p2/Service``) or whatever a registry lists (``dubbo.Dubbo``
+    with a ``RegistryConfig``): each call goes to a provider the reference's load
+    balancer picks (``random`` by default), and is tried again elsewhere as its
+    cluster strategy says (``failover`` with 2 retries by default; cluster/policy.py).
 
     ``keepalive_time`` (seconds, off by default as in grpc) sends a PING when a
     connection with calls in flight has been silent that long; no answer within
@@ -659,7 +784,8 @@ class Client:
                  keepalive_time: float | None = None,
                  keepalive_timeout: float = 20.0,
                  keepalive_permit_without_calls: bool = False,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None,
+                 providers: list[tuple[str, int, int]] | None = None) -> None:
         if not reference.service:
             raise ValueError("ReferenceConfig has no service name")
         self.reference = reference
@@ -674,14 +800,15 @@ class Client:
         self.keepalive_permit_without_calls = keepalive_permit_without_calls
         # TLS with ALPN h2 (dubbo.tls.client_context makes one); None: plaintext h2c.
         self.ssl_context = None if ssl_context is None else tls_prepare(ssl_context)
+        self.balancer = load_balance(reference.load_balance or "random")
+        self.policy = ClusterPolicy.of(reference.cluster, reference.retries,
+                                       reference.forks)
         self._timer: Scheduler | None = None
-        self._lock = threading.Lock()  # guards _current, _connections, _closed, backoff
-        self._current: ClientConnection | None = None
-        self._connections: set[ClientConnection] = set()
+        self._lock = threading.Lock()  # guards _endpoints, _closed, _timer
+        # The providers calls may go to, by "host:port"; replaced as a registry says.
+        self._endpoints: dict[str, Endpoint] = {}
         self._closed = False
-        self._backoff = 0.0  # the last backoff interval; 0 after a good connect
-        self._retry_at = 0.0  # no connect attempt before this (monotonic)
-        self._connect_error = ""
+        self._on_close: list[Callable[[], None]] = []  # registry unsubscribe, ...
         extra = []
         if reference.version:
             extra.append(("tri-service-version", reference.version))
@@ -690,26 +817,36 @@ class Client:
         if application is not None:
             extra.append(("tri-consumer-appname", application.name))
         self._extra_headers = extra
-        self._authority = f"{reference.host}:{reference.port}"
         self._scheme = "http" if ssl_context is None else "https"
+        if providers is None:
+            providers = [(host, port, DEFAULT_WEIGHT) for host, port in reference.addresses]
+        self.set_providers(providers)
 
     # -- method factories (API.md) ------------------------------------------------
 
     def unary(self, method_name: str, request_serializer: Serializer | None = None,
-              response_deserializer: Deserializer | None = None) -> UnaryMethod:
-        return UnaryMethod(self, method_name, request_serializer, response_deserializer)
+              response_deserializer: Deserializer | None = None, *,
+              idempotent: bool = False) -> UnaryMethod:
+        return UnaryMethod(self, method_name, request_serializer, response_deserializer,
+                          idempotent)
 
     def client_stream(self, method_name: str, request_serializer: Serializer | None = None,
-                      response_deserializer: Deserializer | None = None) -> ClientStreamMethod:
-        return ClientStreamMethod(self, method_name, request_serializer, response_deserializer)
+                      response_deserializer: Deserializer | None = None, *,
+                      idempotent: bool = False) -> ClientStreamMethod:
+        return ClientStreamMethod(self, method_name, request_serializer, response_deserializer,
+                                 idempotent)
 
     def server_stream(self, method_name: str, request_serializer: Serializer | None = None,
-                      response_deserializer: Deserializer | None = None) -> ServerStreamMethod:
-        return ServerStreamMethod(self, method_name, request_serializer, response_deserializer)
+                      response_deserializer: Deserializer | None = None, *,
+                      idempotent: bool = False) -> ServerStreamMethod:
+        return ServerStreamMethod(self, method_name, request_serializer, response_deserializer,
+                                 idempotent)
 
     def bidi_stream(self, method_name: str, request_serializer: Serializer | None = None,
-                    response_deserializer: Deserializer | None = None) -> BidiStreamMethod:
-        return BidiStreamMethod(self, method_name, request_serializer, response_deserializer)
+                    response_deserializer: Deserializer | None = None, *,
+                    idempotent: bool = False) -> BidiStreamMethod:
+        return BidiStreamMethod(self, method_name, request_serializer, response_deserializer,
+                               idempotent)
 
     bi_stream = bidi_stream
 
@@ -720,69 +857,65 @@ class Client:
         return codecs.resolve(codecs.codec_name(name) or self.compression)
 
     def headers(self, path: str, timeout: float | None, metadata: MetadataLike | None,
-                codec: codecs.Codec | None = None) -> list[tuple[str, str]]:
-        return request_headers(path, self._authority, scheme=self._scheme, timeout=timeout,
+                codec: codecs.Codec | None, authority: str) -> list[tuple[str, str]]:
+        return request_headers(path, authority, scheme=self._scheme, timeout=timeout,
                                metadata=encode_metadata(metadata),
                                accept_encoding=codecs.accept_encoding_header(),
                                encoding=codec.name if codec is not None else None,
                                extra=self._extra_headers)
 
-    def connection(self) -> ClientConnection:
-        """The shared connection, (re)connecting when there is none usable.
+    # -- providers -----------------------------------------------------------------
 
-        Never waits on the network: a new connection connects in its own loop thread,
-        and each caller waits for it in ``open_stream`` up to its own deadline, so one
-        stalled connect or handshake holds no other caller in line."""
+    def set_providers(self, providers: list[tuple[str, int, int]]) -> None:
+        """Call these ``(host, port, weight)`` providers from now on. Those that left
+        finish their calls and close; their replacements connect on first use."""
+        retired = []
+        with self._lock:
+            if self._closed:
+                return
+            wanted = {f"{host}:{port}": (host, port, weight) for host, port, weight in providers}
+            for key in list(self._endpoints):
+                if key not in wanted:
+                    retired.append(self._endpoints.pop(key))
+            for key, (host, port, weight) in wanted.items():
+                endpoint = self._endpoints.get(key)
+                if endpoint is None:
+                    self._endpoints[key] = Endpoint(self, host, port, weight)
+                else:
+                    endpoint.weight = weight
+        for endpoint in retired:
+            endpoint.retire()
+
+    def providers(self) -> list[Endpoint]:
+        with self._lock:
+            return list(self._endpoints.values())
+
+    def pick(self, tried: set[str], key: bytes | None = None) -> Endpoint:
+        """The provider for a call: balanced over those not tried yet and not set aside
+        after a failed connect (if none is left, over those not tried)."""
         with self._lock:
             if self._closed:
                 raise UnavailableError(StatusCode.UNAVAILABLE, "client is closed")
-            current = self._current
-            if current is not None and not current.closed and not current.draining:
-                if self._backoff and current.connected:
-                    self._backoff = self._retry_at = 0.0
-                return current
-            host, port = self.reference.host, self.reference.port
-            now = time.monotonic()
-            if now < self._retry_at:
-                raise UnavailableError(
-                    StatusCode.UNAVAILABLE,
-                    f"failed to connect to {host}:{port} ({self._connect_error}); "
-                    f"next attempt in {self._retry_at - now:.2f}s")
-            try:
-                family, _, _, _, address = socket.getaddrinfo(
-                    host, port, type=socket.SOCK_STREAM)[0]
-                tls = None if self.ssl_context is None else TLSLayer(
-                    self.ssl_context, server_side=False, server_hostname=host)
-                connection = ClientConnection(address, family, self._connection_idle,
-                                              self._connect_failed, tls,
-                                              self.connect_timeout)
-            except OSError as exc:
-                self._set_backoff_locked(str(exc))
-                raise UnavailableError(StatusCode.UNAVAILABLE,
-                                       f"failed to connect to {host}:{port}: {exc}") from exc
-            self._current = connection
-            self._connections.add(connection)
-        connection.start()
-        if self.keepalive_time:
-            always = self.keepalive_permit_without_calls
-            connection.start_keepalive(self.timer(), self.keepalive_time,
-                                       self.keepalive_timeout,
-                                       lambda: always or bool(connection.calls))
-        return connection
+            endpoints = list(self._endpoints.values())
+        if len(endpoints) == 1:
+            return endpoints[0]
+        if not endpoints:
+            raise UnavailableError(StatusCode.UNAVAILABLE,
+                                   f"no provider of {self.reference.service}"
+                                   + _describe_filter(self.reference))
+        fresh = [e for e in endpoints if e.key not in tried]
+        candidates = [e for e in fresh if e.available()] or fresh or endpoints
+        if len(candidates) == 1:
+            return candidates[0]
+        return self.balancer.select(candidates, key)
 
-    def _set_backoff_locked(self, error: str) -> None:
-        self._backoff = min(BACKOFF_MAX, self._backoff * BACKOFF_MULTIPLIER) \
-            if self._backoff else BACKOFF_INITIAL
-        jitter = 1 + random.uniform(-BACKOFF_JITTER, BACKOFF_JITTER)
-        self._retry_at = time.monotonic() + self._backoff * jitter
-        self._connect_error = error
+    def connection(self) -> ClientConnection:
+        """A connection to a provider the balancer picks."""
+        return self.pick(set()).connection()
 
-    def _connect_failed(self, connection: ClientConnection, error: RpcError) -> None:
-        """A connection died before it was up (its loop thread): back off."""
-        with self._lock:
-            self._set_backoff_locked(error.details)
-            if connection is self._current:
-                self._current = None
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` when the client closes (a registry subscription's end)."""
+        self._on_close.append(fn)
 
     def timer(self) -> Scheduler:
         """The client's timer thread (keepalive, request packing), started on first use."""
@@ -794,27 +927,20 @@ class Client:
             self._timer = Scheduler("dubbo-client-timer")
         return self._timer
 
-    def _connection_idle(self, connection: ClientConnection) -> None:
-        """A draining or dead connection has no calls left: close it."""
-        with self._lock:
-            if connection is self._current:
-                if not (connection.closed or connection.draining):
-                    return
-                self._current = None
-            self._connections.discard(connection)
-        connection.close()
-
     def close(self) -> None:
         """Close every connection; calls in flight fail with CANCELLED."""
         with self._lock:
             self._closed = True
-            connections = list(self._connections)
-            self._connections.clear()
-            self._current = None
-        for connection in connections:
-            connection.close(CancelledError(StatusCode.CANCELLED, "client closed"))
-        for connection in connections:
-            connection.join(5.0)
+            endpoints = list(self._endpoints.values())
+            self._endpoints.clear()
+            on_close, self._on_close = self._on_close, []
+        for fn in on_close:
+            try:
+                fn()
+            except Exception:
+                log.exception("closing %r failed", fn)
+        for endpoint in endpoints:
+            endpoint.close()
         if self._timer is not None:
             self._timer.close()
 
@@ -823,3 +949,9 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _describe_filter(reference: ReferenceConfig) -> str:
+    wanted = [f"{k}={v}" for k, v in (("group", reference.group),
+                                      ("version", reference.version)) if v]
+    return f" ({', '.join(wanted)})" if wanted else ""

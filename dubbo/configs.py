@@ -22,6 +22,24 @@ def _split_url(url: str, default_port: int) -> tuple[str, str, int, str, dict[st
             params)
 
 
+def _split_hosts(url: str, default_port: int) -> list[tuple[str, int]]:
+    """The ``host:port`` list of ``scheme://h1:p1,h2:p2/path``."""
+    netloc = urlsplit(url).netloc.rpartition("@")[2]
+    addresses = []
+    for item in filter(None, (part.strip() for part in netloc.split(","))):
+        parts = urlsplit(f"//{item}")
+        if not parts.hostname:
+            raise ValueError(f"bad address {item!r} in {url!r}")
+        addresses.append((parts.hostname, parts.port or default_port))
+    return addresses
+
+
+# What ReferenceConfig.from_url understands; anything else is refused, not dropped.
+_REFERENCE_PARAMETERS = frozenset({
+    "service", "interface", "timeout", "group", "version", "load_balance", "loadbalance",
+    "cluster", "retries", "forks", "compression"})
+
+
 def _float_or_none(value: Any) -> float | None:
     return None if value in (None, "") else float(value)
 
@@ -42,6 +60,7 @@ class ServiceConfig:
     group: str | None = None
     version: str | None = None
     compression: str | None = None
+    weight: int = 100  # written to the registry node: this provider's share of calls
 
     def __post_init__(self) -> None:
         if self.protocol != "tri":
@@ -73,12 +92,27 @@ class ReferenceConfig:
     retries: int | None = None
     compression: str | None = None
     parameters: dict[str, str] = field(default_factory=dict)
+    forks: int | None = None  # cluster "forking": providers a unary call goes to at once
+    # More than one provider without a registry: tri://h1:p1,h2:p2/Service.
+    addresses: list[tuple[str, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.addresses:
+            self.addresses = [(self.host, self.port)]
 
     @classmethod
     def from_url(cls, url: str) -> ReferenceConfig:
+        addresses = _split_hosts(url, DEFAULT_PORT)
+        if len(addresses) > 1:
+            first = f"{addresses[0][0]}:{addresses[0][1]}"
+            url = url.replace(urlsplit(url).netloc, first, 1)
         scheme, host, port, path, params = _split_url(url, DEFAULT_PORT)
         if scheme != "tri":
             raise ValueError(f"unsupported protocol {scheme!r} in {url!r}: use tri://")
+        unknown = sorted(set(params) - _REFERENCE_PARAMETERS)
+        if unknown:
+            raise ValueError(f"unsupported parameter(s) {', '.join(unknown)} in {url!r}; "
+                             f"supported: {', '.join(sorted(_REFERENCE_PARAMETERS))}")
         service = params.get("service") or params.get("interface") or path
         if not service:
             raise ValueError(f"no service in {url!r}: expected tri://host:port/service")
@@ -96,6 +130,8 @@ class ReferenceConfig:
             retries=int(params["retries"]) if params.get("retries") else None,
             compression=params.get("compression"),
             parameters=params,
+            forks=int(params["forks"]) if params.get("forks") else None,
+            addresses=addresses,
         )
 
     @property

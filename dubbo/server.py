@@ -561,7 +561,8 @@ class ServerConnection(H2Transport):
         except RequestRejected as exc:
             self._reject(stream_id, exc, exc.http_status)
             return
-        if self.server.stopping or len(self.calls) >= self.server.max_concurrent_streams:
+        if self.server.stopping or self.conn.count_open_inbound(before=stream_id) >= \
+                self.server.max_concurrent_streams:
             # Over our SETTINGS_MAX_CONCURRENT_STREAMS (a peer may open streams before
             # it has read them): a stream error, RFC 9113 §5.1.2.
             with self.lock:

@@ -144,8 +144,17 @@ class _H2Connection(h2.connection.H2Connection):
 
     @property
     def open_inbound_streams(self) -> int:
-        count = self._open_streams(int(not self.config.client_side))
+        count = self.count_open_inbound()
         return 0 if self.streams_limited_by_us else count
+
+    def count_open_inbound(self, before: int | None = None) -> int:
+        """Streams the peer opened that are not closed (h2 purges closed ones here);
+        with ``before``, only those opened before that stream id."""
+        if before is None:
+            return self._open_streams(int(not self.config.client_side))
+        remainder = int(not self.config.client_side)
+        return sum(1 for stream_id, stream in self.streams.items()
+                   if stream_id < before and stream_id % 2 == remainder and stream.open)
 
     def _receive_frame(self, frame: Any) -> list[h2.events.Event]:
         try:

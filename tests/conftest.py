@@ -99,7 +99,7 @@ def serve_dubbo():
 
 # -- a real ZooKeeper, and PyPI's apache-dubbo as a peer (registry tests) -----------------
 #
-# Without ZooKeeper or kazoo these fixtures skip, saying
+# Without ZooKeeper, kazoo or the apache-dubbo virtualenv these fixtures skip, saying
 # what is missing; on CI (CI=true) they fail instead, so a broken CI image cannot turn
 # the registry tests into silent skips.
 
@@ -167,3 +167,18 @@ def own_zookeeper():
     yield handle
     handle.close()
     server.close()
+
+
+@pytest.fixture(scope="session")
+def apache_dubbo_python() -> str:
+    """The python of a virtualenv holding PyPI's apache-dubbo 3.0.0b1 and kazoo, built
+    once into <repo>/.venv-apache-dubbo (about 10 s). Run its scripts isolated, so our
+    `dubbo` cannot shadow theirs: [apache_dubbo_python, "-I", path to
+    tests/apache_dubbo/provider.py or consumer.py, ...]."""
+    from apache_dubbo.venv import VenvError, ensure_venv
+
+    try:
+        return ensure_venv()
+    except VenvError as exc:
+        _require(f"cannot build the apache-dubbo 3.0.0b1 virtualenv: {exc}")
+        raise  # unreachable: _require skipped or failed

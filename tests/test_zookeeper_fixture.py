@@ -1,12 +1,17 @@
-"""The ZooKeeper test fixtures (tests/zk.py, conftest.py) against a real server: the
-harness the registry tests stand on."""
+"""The ZooKeeper test fixtures (tests/zk.py, conftest.py) against a real server, and
+apache-dubbo 3.0.0b1's provider and consumer meeting through it: the harness the
+registry tests stand on."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import socket
+import subprocess
+import threading
 import time
+from urllib.parse import quote
 
 import pytest
 
@@ -125,3 +130,45 @@ def test_kill_is_a_crash_that_restart_recovers_from(own_zookeeper):
     server.start()
     _wait_for(lambda: client.connected, what="kazoo reconnected")
     assert client.get("/dubbo/x")[0] == b"1"
+
+
+def test_apache_dubbo_provider_and_consumer_meet_through_zookeeper(zookeeper, apache_dubbo_python):
+    """Their provider registers `quote("tri://HOST:PORT?service=NAME", safe="")` with
+    data "HOST:PORT" (PROTOCOL.md §11) and their consumer finds and calls it."""
+    from apache_dubbo import CONSUMER, PROVIDER, SERVICE
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    provider = subprocess.Popen(
+        [apache_dubbo_python, "-I", PROVIDER, zookeeper.address],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    try:
+        ready: queue.Queue[bytes] = queue.Queue()
+        threading.Thread(target=lambda: ready.put(provider.stdout.readline()), daemon=True).start()
+        line = ready.get(timeout=30).decode()
+        assert line.startswith("READY "), line
+        port = int(line.split()[1])
+
+        client = zookeeper.client()
+        folder = f"/dubbo/{SERVICE}/providers"
+        node = quote(f"tri://127.0.0.1:{port}?service={SERVICE}", safe="")
+        assert client.get_children(folder) == [node]
+        data, stat = client.get(f"{folder}/{node}")
+        assert data == f"127.0.0.1:{port}".encode() and stat.ephemeralOwner != 0
+        assert client.get_children(f"/dubbo/{SERVICE}") == ["providers"]
+
+        done = subprocess.run(
+            [apache_dubbo_python, "-I", CONSUMER, zookeeper.address, "3", "zk"],
+            capture_output=True, timeout=90, env=env)
+        assert done.returncode == 0, done.stderr.decode()[-3000:]
+        assert json.loads(done.stdout) == ["hello, zk"] * 3
+        # its consumer registers nothing under consumers/
+        assert client.get_children(f"/dubbo/{SERVICE}") == ["providers"]
+
+        provider.stdin.close()  # the script then closes its ZooKeeper session
+        assert provider.wait(20) == 0
+        _wait_for(lambda: client.get_children(folder) == [], what="provider node removed")
+    finally:
+        if provider.poll() is None:
+            provider.kill()
+            provider.wait(10)
+        provider.stdout.close()

@@ -95,3 +95,90 @@ def serve_dubbo():
     yield start
     for server in servers:
         server.stop(grace=1)
+
+
+# -- a real ZooKeeper, and PyPI's apache-dubbo as a peer (registry tests) -----------------
+#
+# Without ZooKeeper, kazoo or the apache-dubbo virtualenv these fixtures skip, saying
+# what is missing; on CI (CI=true) they fail instead, so a broken CI image cannot turn
+# the registry tests into silent skips.
+
+
+def _on_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def _require(missing: str | None) -> None:
+    if missing is None:
+        return
+    if _on_ci():
+        pytest.fail(f"{missing} (CI is set: this is required there, not skipped)", pytrace=False)
+    pytest.skip(missing)
+
+
+def _kazoo_missing() -> str | None:
+    import importlib.util
+
+    if importlib.util.find_spec("kazoo") is None:
+        return "kazoo is not installed: pip install -e '.[test]'"
+    return None
+
+
+@pytest.fixture(scope="session")
+def zookeeper_server():
+    """One ZooKeeper server (tests/zk.py ZooKeeperServer) for the whole run: starting a
+    JVM costs about a second. Tests must not stop it; use ``own_zookeeper`` for that."""
+    from zk import ZooKeeperServer, zookeeper_missing
+
+    _require(zookeeper_missing())
+    server = ZooKeeperServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def zookeeper(zookeeper_server):
+    """The shared ZooKeeper, emptied before and after the test (only ``/zookeeper``
+    stays), as a ``zk.ZooKeeperFixture``: ``.address`` ("127.0.0.1:PORT"), ``.url``
+    ("zookeeper://127.0.0.1:PORT"), ``.client()`` (a started kazoo client, closed at
+    teardown) and ``.server``."""
+    from zk import ZooKeeperFixture
+
+    _require(_kazoo_missing())
+    if not zookeeper_server.is_running():  # a test stopped the shared one: bring it back
+        zookeeper_server.start()
+    handle = ZooKeeperFixture(zookeeper_server)
+    handle.wipe()
+    yield handle
+    handle.close()
+    handle.wipe()
+
+
+@pytest.fixture
+def own_zookeeper():
+    """A ZooKeeper server of the test's own (a ``zk.ZooKeeperFixture``), for tests that
+    stop, kill or restart it (``.server.restart(down_seconds=10)``); deleted at teardown."""
+    from zk import ZooKeeperFixture, ZooKeeperServer, zookeeper_missing
+
+    _require(zookeeper_missing())
+    _require(_kazoo_missing())
+    server = ZooKeeperServer().start()
+    handle = ZooKeeperFixture(server)
+    yield handle
+    handle.close()
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def apache_dubbo_python() -> str:
+    """The python of a virtualenv holding PyPI's apache-dubbo 3.0.0b1 and kazoo, built
+    once into <repo>/.venv-apache-dubbo (about 10 s). Run its scripts isolated, so our
+    `dubbo` cannot shadow theirs: [apache_dubbo_python, "-I", path to
+    tests/apache_dubbo/provider.py or consumer.py, ...]."""
+    from apache_dubbo.venv import VenvError, ensure_venv
+
+    try:
+        return ensure_venv()
+    except VenvError as exc:
+        _require(f"cannot build the apache-dubbo 3.0.0b1 virtualenv: {exc}")
+        raise  # unreachable: _require skipped or failed

@@ -3,6 +3,7 @@ registers and finds them in a registry when it has one."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import threading
@@ -83,6 +84,8 @@ class Dubbo:
         (``config.host``) is not it; never 0.0.0.0."""
         if self.registry_config is None:
             return Server(config, **options)
+        if config.version is None and self.registry_config.version:
+            config = dataclasses.replace(config, version=self.registry_config.version)
         return RegisteredServer(self, config, advertised_host=advertised_host,
                                 unregister_delay=unregister_delay, **options)
 
@@ -92,8 +95,11 @@ class Dubbo:
         changes. It returns once the list has been read."""
         if self.registry_config is None:
             return Client(reference, application=self.application_config, **options)
-        if not reference.load_balance and self.registry_config.load_balance:
-            reference.load_balance = self.registry_config.load_balance
+        defaults = {"load_balance": self.registry_config.load_balance,
+                    "version": self.registry_config.version}
+        reference = dataclasses.replace(reference, **{
+            key: value for key, value in defaults.items()
+            if value and getattr(reference, key) is None})
         registry = self._acquire_registry()
         try:
             client = Client(reference, application=self.application_config, providers=[],

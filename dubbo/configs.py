@@ -34,6 +34,9 @@ def _split_hosts(url: str, default_port: int) -> list[tuple[str, int]]:
     return addresses
 
 
+# What RegistryConfig.from_url understands (session, timeout: milliseconds, as Dubbo's).
+_REGISTRY_PARAMETERS = frozenset({
+    "load_balance", "loadbalance", "group", "version", "backup", "session", "timeout"})
 # What ReferenceConfig.from_url understands; anything else is refused, not dropped.
 _REFERENCE_PARAMETERS = frozenset({
     "service", "interface", "timeout", "group", "version", "load_balance", "loadbalance",
@@ -155,7 +158,14 @@ class RegistryConfig:
 
     @classmethod
     def from_url(cls, url: str) -> RegistryConfig:
+        """``zookeeper://host:port?group=root&backup=h2:p2&session=ms&timeout=ms``;
+        ``load_balance`` is the default balancer and ``version`` the default service
+        version of what a bootstrap with this registry creates."""
         scheme, host, port, _path, params = _split_url(url, 2181)
+        unknown = sorted(set(params) - _REGISTRY_PARAMETERS)
+        if unknown:
+            raise ValueError(f"unsupported parameter(s) {', '.join(unknown)} in {url!r}; "
+                             f"supported: {', '.join(sorted(_REGISTRY_PARAMETERS))}")
         parts = urlsplit(url)
         return cls(protocol=scheme, host=host, port=port, username=parts.username,
                    password=parts.password,

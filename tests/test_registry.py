@@ -494,3 +494,25 @@ def test_fifty_providers_of_twenty_services_and_a_flapping_one(cluster):
         assert "127.0.0.9:29999" in {e.key for e in client.providers()}
     finally:
         client.close()
+
+
+@pytest.mark.timeout(60)
+def test_the_registry_url_sets_the_root_folder_the_balancer_and_the_version(zookeeper):
+    url = f"{zookeeper.url}?group=myroot&loadbalance=roundrobin&version=3.0"
+    servers = []
+    boot = dubbo.Dubbo(registry_config=RegistryConfig.from_url(url))
+    try:
+        for reply in (b"g1", b"g2"):
+            servers.append(boot.create_server(ServiceConfig(_service(reply=reply),
+                                                            host="127.0.0.1", port=0),
+                                              unregister_delay=0).start())
+        [name, _] = zookeeper.client().get_children(f"/myroot/{SERVICE}/providers")
+        assert parse_node(name).version == "3.0"
+        with boot.create_client(ReferenceConfig(protocol="tri", service=SERVICE)) as client:
+            assert client.balancer.name == "roundrobin"
+            who = client.unary("who")
+            assert collections.Counter(who(b"") for _ in range(10)) == {b"g1": 5, b"g2": 5}
+    finally:
+        for server in servers:
+            server.stop(grace=1)
+        boot.close()

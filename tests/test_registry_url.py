@@ -105,3 +105,13 @@ def test_reference_urls_take_a_static_list_and_refuse_unknown_parameters():
     assert (ref.service, ref.load_balance, ref.retries) == ("S", "roundrobin", 4)
     with pytest.raises(ValueError, match="unsupported parameter.*colour"):
         ReferenceConfig.from_url("tri://h1:1/S?colour=blue")
+
+
+def test_registry_urls_refuse_unknown_parameters():
+    from dubbo.configs import RegistryConfig
+
+    config = RegistryConfig.from_url(
+        "zookeeper://127.0.0.1:2181?group=root&loadbalance=p2c&version=2.0&session=30000")
+    assert (config.group, config.load_balance, config.version) == ("root", "p2c", "2.0")
+    with pytest.raises(ValueError, match="unsupported parameter.*shiny"):
+        RegistryConfig.from_url("zookeeper://127.0.0.1:2181?shiny=yes")

@@ -40,8 +40,8 @@ class ZookeeperRegistry:
     """``_lock`` guards ``_nodes`` and ``_session_lost``."""
 
     def __init__(self, config: RegistryConfig, *,
-                 session_timeout: float = DEFAULT_SESSION_TIMEOUT,
-                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
+                 session_timeout: float | None = None,
+                 connect_timeout: float | None = None) -> None:
         try:
             from kazoo.client import KazooClient
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -54,6 +54,12 @@ class ZookeeperRegistry:
         if backup:
             hosts += [h.strip() for h in backup.split(",") if h.strip()]
         self.address = ",".join(hosts)
+        if session_timeout is None:
+            session = config.parameters.get("session")
+            session_timeout = int(session) / 1000 if session else DEFAULT_SESSION_TIMEOUT
+        if connect_timeout is None:
+            timeout = config.parameters.get("timeout")
+            connect_timeout = int(timeout) / 1000 if timeout else DEFAULT_CONNECT_TIMEOUT
         self.root = "/" + (config.group or "dubbo").strip("/")
         auth = None
         if config.username:

@@ -229,3 +229,29 @@ def test_demo() -> None:
         "client closed, server stopped",
     ], out
     assert len(_lines(out, "  RpcError UNIMPLEMENTED")) == 1, out
+
+
+@pytest.mark.timeout(120)
+def test_registry_sample(zookeeper) -> None:
+    """Two providers and a consumer of samples/registry, through a real ZooKeeper."""
+    env = dict(_env(), ZOOKEEPER=zookeeper.address)
+    providers = [subprocess.Popen([sys.executable, str(SAMPLES / "registry" / "provider.py"), name],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env)
+                 for name in ("north", "south")]
+    try:
+        for provider in providers:
+            line = provider.stdout.readline()
+            assert "serving on 127.0.0.1:" in line, line + provider.stderr.read()
+        done = subprocess.run([sys.executable, str(SAMPLES / "registry" / "consumer.py"), "6"],
+                              capture_output=True, text=True, timeout=60, env=env)
+        assert done.returncode == 0, done.stderr
+        assert "calls per provider: {'north': 3, 'south': 3}" in done.stdout, done.stdout
+        for provider in providers:
+            out, err = provider.communicate("\n", timeout=30)
+            assert provider.returncode == 0, err
+    finally:
+        for provider in providers:
+            if provider.poll() is None:
+                provider.kill()
+                provider.communicate(timeout=10)

@@ -593,8 +593,17 @@ class H2Transport:
         with self.lock:
             if self.closed:
                 return
-            # h2 copies what it is given, so a view of the reused buffer is safe.
-            events = self.conn.receive_data(data)
+            try:
+                # h2 copies what it is given, so a view of the reused buffer is safe.
+                events = self.conn.receive_data(data)
+            except h2.exceptions.ProtocolError as exc:
+                # h2 is closed now: no sender may reach it before _terminate runs.
+                self.closed = True
+                if self.error is None:
+                    self.error = UnavailableError(StatusCode.INTERNAL,
+                                                  f"HTTP/2 protocol error: {exc}")
+                self.lock.notify_all()
+                raise
             for event in events:
                 if isinstance(event, _WAKE_SENDERS):
                     self.lock.notify_all()
@@ -988,6 +997,9 @@ class H2Transport:
                         if trailers is not None:
                             self.conn.send_headers(stream_id, trailers, end_stream=True)
                 except h2.exceptions.ProtocolError as exc:
+                    if self.closed:  # the connection failed: say why
+                        raise self.error or UnavailableError(
+                            StatusCode.UNAVAILABLE, f"connection closed: {exc}") from None
                     # Reset by the peer in a read whose events are not handled yet.
                     raise stream_error() or CancelledError(
                         StatusCode.CANCELLED, f"stream closed: {exc}") from None

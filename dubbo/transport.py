@@ -881,18 +881,17 @@ class H2Transport:
         return None
 
     def _start_writing_locked(self) -> None:
-        if not self._want_write:
-            self._want_write = True
-            if self.loop.in_loop():
-                self.loop.set_write_interest(self, True)
-            else:
-                self.loop.call_soon(self._sync_write_interest)
+        self._watch_writable_locked(True)
 
     def _stop_writing_locked(self) -> None:
-        if self._want_write:
-            self._want_write = False
+        self._watch_writable_locked(False)
+
+    def _watch_writable_locked(self, wanted: bool) -> None:
+        """Have the loop write what waits once the socket takes it (send lock held)."""
+        if self._want_write is not wanted:
+            self._want_write = wanted
             if self.loop.in_loop():
-                self.loop.set_write_interest(self, False)
+                self.loop.set_write_interest(self, wanted)
             else:
                 self.loop.call_soon(self._sync_write_interest)
 

@@ -198,6 +198,9 @@ class ZooKeeperServer:
                 except ZooKeeperStartError:
                     port_taken = "Address already in use" in self.log_tail()
                     if fixed_port or attempt == 2 or not port_taken:
+                        if self.starts == 0:  # nothing to keep; the error holds the log
+                            shutil.rmtree(self.directory, ignore_errors=True)
+                            self.directory = None
                         raise
             raise AssertionError("unreachable")
 
@@ -287,7 +290,7 @@ class ZooKeeperServer:
                 self._reap()
                 raise ZooKeeperStartError(
                     f"ZooKeeper exited with {code} while starting on {self.address}; "
-                    f"log {self.log_path}:\n{self.log_tail()}")
+                    f"its log ({self.log_path}) ends:\n{self.log_tail()}")
             try:
                 # "Mode: standalone" once it serves; before that it answers
                 # "This ZooKeeper instance is not currently serving requests".
@@ -299,7 +302,7 @@ class ZooKeeperServer:
         self._end(signal.SIGKILL, 0.0)
         raise ZooKeeperStartError(
             f"ZooKeeper did not answer on {self.address} within {self.start_timeout:.0f} s; "
-            f"log {self.log_path}:\n{self.log_tail()}")
+            f"its log ({self.log_path}) ends:\n{self.log_tail()}")
 
     def _end(self, sig: int, timeout: float) -> None:
         with self._lock:

@@ -23,10 +23,11 @@ import threading
 import time
 
 DEBIAN_JAR_DIR = "/usr/share/java"
-# zookeeper.jar's manifest (Debian) lists its own dependencies; these two add a log
-# binding. "/usr/share/java/*" would work too, but puts 500 jars and six SLF4J
-# bindings on the classpath, and the one SLF4J picks (NOP) writes no log at all.
-DEBIAN_JARS = ("zookeeper.jar", "slf4j-log4j12.jar", "log4j-1.2.jar")
+# zookeeper.jar's manifest (Debian) lists its own dependencies but for netty-codec
+# (which the Netty connection factory below needs); the last two add a log binding.
+# "/usr/share/java/*" would work too, but puts 500 jars and six SLF4J bindings on the
+# classpath, and the one SLF4J picks (NOP) writes no log at all.
+DEBIAN_JARS = ("zookeeper.jar", "netty-codec.jar", "slf4j-log4j12.jar", "log4j-1.2.jar")
 MAIN_CLASS = "org.apache.zookeeper.server.ZooKeeperServerMain"
 INSTALL_HINT = ("install Debian's zookeeper package "
                 "(apt-get install --no-install-recommends zookeeper; .ci/run does) "
@@ -197,6 +198,9 @@ class ZooKeeperServer:
                 except ZooKeeperStartError:
                     port_taken = "Address already in use" in self.log_tail()
                     if fixed_port or attempt == 2 or not port_taken:
+                        if self.starts == 0:  # nothing to keep; the error holds the log
+                            shutil.rmtree(self.directory, ignore_errors=True)
+                            self.directory = None
                         raise
             raise AssertionError("unreachable")
 
@@ -262,6 +266,12 @@ class ZooKeeperServer:
             self.java, "-Xmx128m", "-Xss512k", "-XX:+UseSerialGC",
             "-XX:TieredStopAtLevel=1",  # C1 only: starts faster, plenty for tests
             "-Dzookeeper.admin.enableServer=false",
+            # Netty, not the default NIO factory: ZooKeeper 3.8.0's NIO one, when a client
+            # connects between binding the port and loading the data (clients retrying
+            # during a restart do), hits a NullPointerException closing the connection
+            # and leaves it open and mute, so that client waits out its read timeout and
+            # loses its session. Netty closes such a connection at once.
+            "-Dzookeeper.serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
             f"-Dlog4j.configuration=file:{os.path.join(self._dir(), 'log4j.properties')}",
             "-cp", self.classpath, MAIN_CLASS, config,
         ]
@@ -280,7 +290,7 @@ class ZooKeeperServer:
                 self._reap()
                 raise ZooKeeperStartError(
                     f"ZooKeeper exited with {code} while starting on {self.address}; "
-                    f"log {self.log_path}:\n{self.log_tail()}")
+                    f"its log ({self.log_path}) ends:\n{self.log_tail()}")
             try:
                 # "Mode: standalone" once it serves; before that it answers
                 # "This ZooKeeper instance is not currently serving requests".
@@ -292,7 +302,7 @@ class ZooKeeperServer:
         self._end(signal.SIGKILL, 0.0)
         raise ZooKeeperStartError(
             f"ZooKeeper did not answer on {self.address} within {self.start_timeout:.0f} s; "
-            f"log {self.log_path}:\n{self.log_tail()}")
+            f"its log ({self.log_path}) ends:\n{self.log_tail()}")
 
     def _end(self, sig: int, timeout: float) -> None:
         with self._lock:

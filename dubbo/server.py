@@ -471,6 +471,7 @@ class ServerConnection(H2Transport):
         self.conn.streams_limited_by_us = True  # _start_call refuses excess streams
         self.server = server
         self.calls: dict[int, ServerCall] = {}  # guarded by self.lock
+        self._reset_in_read: set[int] | tuple[()] = ()  # loop thread only
         # The peer's preface and first SETTINGS arrived (loop thread; read by the timer).
         self.ready = False
         self._handshake_timer: TimerHandle | None = None
@@ -487,6 +488,10 @@ class ServerConnection(H2Transport):
             self.close(UnavailableError(StatusCode.UNAVAILABLE, "handshake timeout"))
 
     def handle_events(self, events: list[h2.events.Event]) -> None:
+        # A request reset in the same read (rapid reset) is never started: it would
+        # cost a worker thread for a call nobody waits for.
+        self._reset_in_read = {e.stream_id for e in events
+                               if type(e) is h2.events.StreamReset} if len(events) > 1 else ()
         for event in events:
             if self.closed:  # ended while handling this read: the rest is moot
                 return
@@ -506,7 +511,8 @@ class ServerConnection(H2Transport):
                 self.receive_data(event, call.inbox,
                                   lambda exc, call=call: self._abort_call(call, exc))
         elif isinstance(event, h2.events.RequestReceived):
-            self._start_call(event.stream_id, event.headers)
+            if event.stream_id not in self._reset_in_read:
+                self._start_call(event.stream_id, event.headers)
         elif isinstance(event, h2.events.RemoteSettingsChanged) and not self.ready:
             self.ready = True
             if self._handshake_timer is not None:

@@ -516,3 +516,54 @@ def test_the_registry_url_sets_the_root_folder_the_balancer_and_the_version(zook
         for server in servers:
             server.stop(grace=1)
         boot.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_provider_that_leaves_has_its_connection_closed(cluster):
+    stay = cluster.serve(b"stay")
+    leave = cluster.serve(b"leave")
+    client = cluster.client(load_balance="roundrobin")
+    who = client.unary("who")
+    assert {who(b"") for _ in range(4)} == {b"stay", b"leave"}
+    assert _wait(lambda: len(leave._connections) == 1, 5)
+    # Its node goes (an operator removed it); the process itself keeps serving.
+    zk = cluster.zk.client()
+    folder = f"/dubbo/{SERVICE}/providers"
+    for name in zk.get_children(folder):
+        if parse_node(name).port == leave.port:
+            zk.delete(f"{folder}/{name}")
+    assert _wait(lambda: len(client.providers()) == 1, 5)
+    assert _wait(lambda: len(leave._connections) == 0, 5)  # the client let go of it
+    assert {who(b"") for _ in range(4)} == {b"stay"}
+    assert len(stay._connections) == 1
+
+
+@pytest.mark.timeout(60)
+def test_failover_retries_any_failure_only_for_idempotent_methods(cluster):
+    def flaky_service(reply: bytes, fail: bool) -> RpcServiceHandler:
+        def who(request: bytes) -> bytes:
+            if fail:
+                raise dubbo.RpcError(dubbo.StatusCode.INTERNAL, "broken provider")
+            return reply
+
+        return RpcServiceHandler(SERVICE, [RpcMethodHandler.unary(who, "who")])
+
+    boot = cluster.bootstrap()
+    servers = [boot.create_server(ServiceConfig(flaky_service(b"ok", fail), host="127.0.0.1",
+                                                port=0), unregister_delay=0).start()
+               for fail in (True, False)]
+    try:
+        client = cluster.client(load_balance="roundrobin")
+        plain = client.unary("who")
+        idempotent = client.unary("who", idempotent=True)
+        plain_results = []
+        for _ in range(4):
+            try:
+                plain_results.append(plain(b"", timeout=5))
+            except dubbo.RpcError as exc:
+                plain_results.append(exc.code)
+        assert dubbo.StatusCode.INTERNAL in plain_results  # not retried: may not be safe
+        assert [idempotent(b"", timeout=5) for _ in range(6)] == [b"ok"] * 6
+    finally:
+        for server in servers:
+            server.stop(grace=1)

@@ -567,3 +567,37 @@ def test_failover_retries_any_failure_only_for_idempotent_methods(cluster):
     finally:
         for server in servers:
             server.stop(grace=1)
+
+
+@pytest.mark.timeout(60)
+def test_failsafe_returns_none_and_forking_asks_two_providers(cluster):
+    served: collections.Counter[bytes] = collections.Counter()
+    lock = threading.Lock()
+
+    def counting(reply: bytes) -> RpcServiceHandler:
+        def who(request: bytes) -> bytes:
+            with lock:
+                served[reply] += 1
+            if request == b"fail":
+                raise dubbo.RpcError(dubbo.StatusCode.INTERNAL, "asked to fail")
+            return reply
+
+        return RpcServiceHandler(SERVICE, [RpcMethodHandler.unary(who, "who")])
+
+    boot = cluster.bootstrap()
+    servers = [boot.create_server(ServiceConfig(counting(reply), host="127.0.0.1", port=0),
+                                  unregister_delay=0).start() for reply in (b"f1", b"f2")]
+    try:
+        failsafe = cluster.client(cluster="failsafe").unary("who")
+        assert failsafe(b"fail", timeout=5) is None
+        assert failsafe(b"", timeout=5) in (b"f1", b"f2")
+        served.clear()
+        forking = cluster.client(cluster="forking").unary("who")
+        assert forking(b"", timeout=5) in (b"f1", b"f2")
+        assert _wait(lambda: served == {b"f1": 1, b"f2": 1}, 5)  # one call, both asked
+        with pytest.raises(dubbo.RpcError) as info:
+            forking(b"fail", timeout=5)
+        assert info.value.code == dubbo.StatusCode.INTERNAL
+    finally:
+        for server in servers:
+            server.stop(grace=1)

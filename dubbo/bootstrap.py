@@ -95,8 +95,8 @@ class Dubbo:
         changes. It returns once the list has been read."""
         if self.registry_config is None:
             return Client(reference, application=self.application_config, **options)
-        defaults = {"load_balance": self.registry_config.load_balance,
-                    "version": self.registry_config.version}
+        defaults: dict[str, Any] = {"load_balance": self.registry_config.load_balance,
+                                    "version": self.registry_config.version}
         reference = dataclasses.replace(reference, **{
             key: value for key, value in defaults.items()
             if value and getattr(reference, key) is None})

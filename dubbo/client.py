@@ -402,7 +402,7 @@ class ClientConnection(H2Transport):
                 call.inbox.end()
             self.stream_closed(call)
         elif isinstance(event, h2.events.ConnectionTerminated):
-            self._goaway(event.last_stream_id or 0, int(event.error_code))
+            self._goaway(event.last_stream_id or 0, int(event.error_code or 0))
 
     def _use_response_encoding(self, call: ClientCall, name: str) -> None:
         codec = codecs.get_codec(name)

@@ -233,7 +233,8 @@ def _zstandard_codec(zstandard: Any) -> Codec:
     dctx = zstandard.ZstdDecompressor()
 
     def compress(data: bytes) -> bytes:
-        return cctx.compress(data)
+        out: bytes = cctx.compress(data)
+        return out
 
     def decompress(data: bytes, max_size: int | None) -> bytes:
         if not data:
@@ -363,7 +364,7 @@ def unsupported_encoding_error(name: str) -> RpcError:
     )
 
 
-def frame_message(data: bytes, codec: Codec | None,
+def frame_message(data: bytes | bytearray | memoryview, codec: Codec | None,
                   limit: int | None) -> bytes | tuple[bytes, bytes]:
     """Check a serialized message against the send ``limit``, compress it when that
     helps, and frame it for sending (``frames.message_parts``)."""

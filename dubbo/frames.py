@@ -91,7 +91,7 @@ class MessageDecoder:
         """True when no partial message is pending (a stream may end here)."""
         return len(self._buf) == self._pos and not self._need
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | memoryview) -> list[bytes]:
         """Add ``data``; return every message it completes, in order.
 
         ``data`` must not change afterwards (pieces of it may be kept until the

@@ -18,7 +18,7 @@ a few hundred bytes), and the cache is emptied when the next block would take it
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from hpack import Decoder, Encoder
 from hpack.table import HeaderTable
@@ -35,7 +35,11 @@ def _fields_cost(fields: Any) -> int:
     return sum(_FIELD_OVERHEAD + len(field[0]) + len(field[1]) for field in fields)
 
 
-class _BlockCache:
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _BlockCache(Generic[_K, _V]):
     """Header blocks remembered with the table version they were coded at, bounded in
     entries and in bytes. The coders look ``entries`` up directly (the hot path); only
     ``put`` adds to it. Guarded by whatever lock guards the coder that owns it."""
@@ -43,10 +47,10 @@ class _BlockCache:
     __slots__ = ("entries", "size")
 
     def __init__(self) -> None:
-        self.entries: dict[Any, tuple[int, Any, int]] = {}  # key -> (version, value, cost)
+        self.entries: dict[_K, tuple[int, _V, int]] = {}  # key -> (version, value, cost)
         self.size = 0  # sum of the entries' costs
 
-    def put(self, key: Any, version: int, value: Any, cost: int) -> None:
+    def put(self, key: _K, version: int, value: _V, cost: int) -> None:
         if cost > _MAX_BLOCK_BYTES:
             return
         old = self.entries.pop(key, None)
@@ -70,18 +74,24 @@ class _VersionedTable(HeaderTable):
         self.version += 1
         super().add(name, value)
 
-    def _set_maxsize(self, newmax: int) -> None:
-        self.version += 1
-        HeaderTable.maxsize.fset(self, newmax)  # type: ignore[attr-defined]
+    @property
+    def maxsize(self) -> int:
+        return super().maxsize
 
-    maxsize = property(HeaderTable.maxsize.fget, _set_maxsize)  # type: ignore[assignment]
+    @maxsize.setter
+    def maxsize(self, newmax: int) -> None:
+        self.version += 1
+        # mypy types a property read off its class as the getter; it is the property.
+        HeaderTable.maxsize.fset(self, newmax)  # type: ignore[attr-defined]
 
 
 class CachingEncoder(Encoder):
+    header_table: _VersionedTable
+
     def __init__(self) -> None:
         super().__init__()
         self.header_table = _VersionedTable()
-        self._cache = _BlockCache()
+        self._cache: _BlockCache[tuple[Any, ...], bytes] = _BlockCache()
 
     def encode(self, headers: Any, huffman: bool = True) -> bytes:
         if isinstance(headers, dict):
@@ -102,10 +112,12 @@ class CachingEncoder(Encoder):
 
 
 class CachingDecoder(Decoder):
+    header_table: _VersionedTable
+
     def __init__(self, max_header_list_size: int = 2**16) -> None:
         super().__init__(max_header_list_size)
         self.header_table = _VersionedTable()
-        self._cache = _BlockCache()
+        self._cache: _BlockCache[tuple[bytes, bool], list[Any]] = _BlockCache()
 
     def decode(self, data: Any, raw: bool = False) -> Any:
         if len(data) > _MAX_BLOCK_BYTES:  # never cached: not even worth hashing

@@ -24,7 +24,8 @@ def _find_trim() -> Callable[[int], int] | None:
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
-    return trim  # type: ignore[no-any-return]
+    typed: Callable[[int], int] = trim  # as argtypes/restype above declare
+    return typed
 
 
 _trim = _find_trim()

@@ -3,6 +3,7 @@ worker pool running one handler per HTTP/2 stream."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import ssl
@@ -509,7 +510,7 @@ class ServerConnection(H2Transport):
                 self.receive_data(event)
             else:
                 self.receive_data(event, call.inbox,
-                                  lambda exc, call=call: self._abort_call(call, exc))
+                                  functools.partial(self._abort_call, call))
         elif isinstance(event, h2.events.RequestReceived):
             if event.stream_id not in self._reset_in_read:
                 self._start_call(event.stream_id, event.headers)

@@ -162,10 +162,11 @@ def decode_grpc_message(raw: bytes | str) -> str:
     these decode correctly because percent-decoding leaves raw bytes alone.
     """
     if isinstance(raw, str):
+        text = raw
         try:
-            raw = raw.encode("utf-8", "surrogateescape")
+            raw = text.encode("utf-8", "surrogateescape")
         except UnicodeEncodeError:  # a surrogate no decoding produced: U+FFFD below
-            raw = raw.encode("utf-8", "surrogatepass")
+            raw = text.encode("utf-8", "surrogatepass")
     if b"%" in raw:
         raw = unquote_to_bytes(raw)
     return raw.decode("utf-8", "replace")

@@ -154,6 +154,7 @@ class TLSLayer:
                 reused = self._ssl.session_reused
                 server_name = getattr(self._ssl, "dubbo_server_name", None)
         if built is None:  # parsed outside the lock, which encrypt/decrypt need
+            assert version is not None  # returned above otherwise
             built = auth_properties(certificate, tls_version=version, session_reused=reused,
                                     server_name=server_name)
             with self._lock:

@@ -157,6 +157,7 @@ class _H2Connection(h2.connection.H2Connection):
                    if stream_id < before and stream_id % 2 == remainder and stream.open)
 
     def _receive_frame(self, frame: Any) -> list[h2.events.Event]:
+        events: list[h2.events.Event]  # h2's dispatch table and exceptions are untyped
         try:
             frames, events = self._frame_dispatch_table[frame.__class__](frame)
         except h2.exceptions.StreamClosedError as exc:
@@ -164,7 +165,8 @@ class _H2Connection(h2.connection.H2Connection):
             if not self._stream_is_closed_by_reset(exc.stream_id):
                 raise
             self._prepare_for_sending([_rst_frame(exc.stream_id, exc.error_code)])
-            return exc._events
+            events = exc._events
+            return events
         except h2.exceptions.StreamIDTooLowError as exc:
             if self._stream_is_closed_by_reset(exc.stream_id):
                 self._prepare_for_sending(
@@ -213,8 +215,9 @@ class Inbox:
         self.drop_empty = False
         self.abandoned = False  # nobody will read again: take no more, hold no credit
         self._inflate: Callable[[bytes], bytes] | None = None
-        # Told (on the consumer's thread) when a message cannot be inflated.
-        self.on_bad_message: Callable[[RpcError], None] | None = None
+        # Told (on the consumer's thread) when a message cannot be inflated; what it
+        # returns is ignored (ClientCall.cancel returns a bool).
+        self.on_bad_message: Callable[[RpcError], object] | None = None
 
     def set_decompressor(self, inflate: Callable[[bytes], bytes]) -> None:
         """Compressed messages are queued as they came and inflated by ``get``, on the
@@ -960,7 +963,7 @@ class H2Transport:
                     if not block:
                         return (parts[index][offset:], *parts[index + 1 :])
                     wait = None if deadline is None else deadline.remaining()
-                    if deadline is not None and wait <= 0:
+                    if wait is not None and wait <= 0:
                         raise DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED,
                                                     "Deadline Exceeded")
                     if send_timeout is not None:
@@ -1035,7 +1038,7 @@ class H2Transport:
     # -- events (subclasses) -------------------------------------------------------
 
     def receive_data(self, event: h2.events.DataReceived, inbox: Inbox | None = None,
-                     on_error: Callable[[RpcError], None] | None = None) -> None:
+                     on_error: Callable[[RpcError], object] | None = None) -> None:
         """Feed a DATA event to its stream's inbox and give back what credit is due.
 
         Data for a stream we already let go of still counts against the connection

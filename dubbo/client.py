@@ -613,6 +613,12 @@ class _Method:
                     raise call.local_error or exc from None
                 # answered before the request was all sent: read() reports the status
         else:
+            # The HEADERS go out now: the first request may come only after a reply
+            # (a server that speaks first), and nothing else may flush them.
+            try:
+                transport.flush()
+            except RpcError:
+                pass  # the connection is gone: its loss fails the call
             # In a bidi call a reply may hang on the requests made so far, so none
             # may be held while the caller waits; a client-stream reply comes after
             # the last request anyway.

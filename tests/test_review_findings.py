@@ -1,0 +1,49 @@
+"""Regression tests for bugs found in review (loopback only, each bounded in time)."""
+
+from __future__ import annotations
+
+import queue
+
+import pytest
+
+import dubbo
+from dubbo.configs import ReferenceConfig
+from dubbo.proxy.handlers import RpcMethodHandler
+
+SERVICE = "review.Findings"
+
+
+def _greet_first(request_iterator):
+    """A bidi handler that speaks first, then echoes."""
+    yield b"hello"
+    yield from request_iterator
+
+
+def _ping(request: bytes) -> bytes:
+    return request
+
+
+@pytest.mark.timeout(30)
+def test_bidi_call_on_a_warm_connection_sends_its_headers_before_the_first_request(
+        serve_dubbo):
+    """A streaming call whose requests come later (here: after the server's greeting)
+    must still reach the server: its HEADERS may not wait in h2 for the first message."""
+    server = serve_dubbo(SERVICE, RpcMethodHandler.bi_stream(_greet_first, "chat"),
+                         RpcMethodHandler.unary(_ping, "ping"))
+    requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+
+    def later() -> object:
+        while (item := requests.get(timeout=10)) is not None:
+            yield item
+
+    with dubbo.Client(ReferenceConfig.from_url(f"tri://127.0.0.1:{server.port}/{SERVICE}")) \
+            as client:
+        assert client.unary("ping")(b"warm", timeout=5) == b"warm"  # the connection is up
+        replies = client.bidi_stream("chat")(later(), timeout=5)
+        try:
+            assert next(replies) == b"hello"
+            requests.put(b"x")
+            assert next(replies) == b"x"
+        finally:
+            requests.put(None)
+        assert list(replies) == []

@@ -694,13 +694,13 @@ class UnaryMethod(_Method):
                 results.put((True, self._unary_response(call, with_call)))
             except _NotSent as exc:
                 results.put((False, exc.error))
-            except RpcError as exc:
+            except Exception as exc:  # bad metadata, ...: the caller must hear of it too
                 results.put((False, exc))
 
         for endpoint in endpoints:
             threading.Thread(target=run, args=(endpoint,), name="dubbo-client-fork",
                              daemon=True).start()
-        error: RpcError | None = None
+        error: Exception | None = None
         for _ in endpoints:
             ok, value = results.get()
             if ok:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import queue
+import threading
+import time
 
 import pytest
 
@@ -47,3 +49,30 @@ def test_bidi_call_on_a_warm_connection_sends_its_headers_before_the_first_reque
         finally:
             requests.put(None)
         assert list(replies) == []
+
+
+@pytest.mark.timeout(30)
+def test_forking_with_invalid_metadata_raises_instead_of_hanging(serve_dubbo):
+    """With ``cluster=forking`` a call that cannot even be started (bad metadata) must
+    fail as it does with any other cluster, not leave the caller waiting forever."""
+    first = serve_dubbo(SERVICE, RpcMethodHandler.unary(_ping, "ping"))
+    second = serve_dubbo(SERVICE, RpcMethodHandler.unary(_ping, "ping"))
+    url = f"tri://127.0.0.1:{first.port},127.0.0.1:{second.port}/{SERVICE}?cluster=forking"
+    with dubbo.Client(ReferenceConfig.from_url(url)) as client:
+        ping = client.unary("ping")
+        assert ping(b"a", timeout=5) == b"a"
+        outcome: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                ping(b"a", timeout=5, metadata=[("bad key", "v")])
+            except BaseException as exc:  # noqa: BLE001 - what the caller sees
+                outcome.append(exc)
+
+        caller = threading.Thread(target=call, daemon=True)
+        started = time.monotonic()
+        caller.start()
+        caller.join(8)
+        assert not caller.is_alive(), "the forking call hung"
+        assert time.monotonic() - started < 8
+        assert len(outcome) == 1 and isinstance(outcome[0], ValueError)

@@ -76,3 +76,39 @@ def test_forking_with_invalid_metadata_raises_instead_of_hanging(serve_dubbo):
         assert not caller.is_alive(), "the forking call hung"
         assert time.monotonic() - started < 8
         assert len(outcome) == 1 and isinstance(outcome[0], ValueError)
+
+
+@pytest.mark.timeout(90)
+def test_a_provider_and_a_consumer_stop_while_zookeeper_is_down(own_zookeeper):
+    """stop() and close() unregister first; with ZooKeeper down, kazoo queues the
+    delete until it is back: that wait must be bounded, not hold stop() forever."""
+    from dubbo.configs import RegistryConfig, ServiceConfig
+    from dubbo.proxy.handlers import RpcServiceHandler
+
+    boot = dubbo.Dubbo(registry_config=RegistryConfig.from_url(own_zookeeper.url))
+    service = RpcServiceHandler(SERVICE, [RpcMethodHandler.unary(_ping, "ping")])
+    server = boot.create_server(ServiceConfig(service, host="127.0.0.1", port=0),
+                                unregister_delay=0).start()
+    client = boot.create_client(ReferenceConfig(protocol="tri", service=SERVICE))
+    assert client.unary("ping")(b"up", timeout=5) == b"up"
+    own_zookeeper.server.stop()
+    time.sleep(1)  # kazoo notices: the session is suspended, not expired
+    timings: dict[str, float] = {}
+
+    def shut_down() -> None:
+        for name, step in (("client.close", client.close),
+                           ("server.stop", lambda: server.stop(grace=0)),
+                           ("boot.close", boot.close)):
+            started = time.monotonic()
+            step()
+            timings[name] = time.monotonic() - started
+
+    stopper = threading.Thread(target=shut_down, daemon=True)
+    stopper.start()
+    stopper.join(40)
+    alive = stopper.is_alive()
+    if alive:  # let the thread finish so that the test leaves nothing behind
+        own_zookeeper.server.start()
+        stopper.join(30)
+    assert not alive, f"shutting down hung while ZooKeeper was down: {timings}"
+    assert timings["client.close"] < 15 and timings["server.stop"] < 15, timings

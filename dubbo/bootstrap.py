@@ -157,7 +157,7 @@ class RegisteredServer(Server):
         try:
             self._register()
         except BaseException:
-            super().stop(grace=0)
+            self.stop(grace=0)  # ours: the nodes already written go, the session is let go
             raise
         return self
 

@@ -112,3 +112,43 @@ def test_a_provider_and_a_consumer_stop_while_zookeeper_is_down(own_zookeeper):
         stopper.join(30)
     assert not alive, f"shutting down hung while ZooKeeper was down: {timings}"
     assert timings["client.close"] < 15 and timings["server.stop"] < 15, timings
+
+
+def _provider_nodes(zk, service: str) -> list[str]:
+    folder = f"/dubbo/{service}/providers"
+    return zk.get_children(folder) if zk.exists(folder) else []
+
+
+@pytest.mark.timeout(60)
+def test_a_server_whose_registration_fails_leaves_no_node_behind(zookeeper, monkeypatch):
+    """start() registers service after service; if one fails, those already written
+    must go too: no consumer may be sent to a server that did not start."""
+    from dubbo.configs import RegistryConfig, ServiceConfig
+    from dubbo.proxy.handlers import RpcServiceHandler
+    from dubbo.registry.zookeeper import ZookeeperRegistry
+
+    boot = dubbo.Dubbo(registry_config=RegistryConfig.from_url(zookeeper.url))
+    first = RpcServiceHandler(SERVICE, [RpcMethodHandler.unary(_ping, "ping")])
+    second = RpcServiceHandler(SERVICE + "2", [RpcMethodHandler.unary(_ping, "ping")])
+    server = boot.create_server(ServiceConfig(first, host="127.0.0.1", port=0),
+                                unregister_delay=0)
+    server.add_service(second)
+    register = ZookeeperRegistry.register
+    calls = []
+
+    def fail_the_second(self, url, category="providers"):
+        calls.append(url)
+        if len(calls) == 2:
+            raise RuntimeError("registry refused")
+        return register(self, url, category)
+
+    monkeypatch.setattr(ZookeeperRegistry, "register", fail_the_second)
+    try:
+        with pytest.raises(RuntimeError):
+            server.start()
+        assert len(calls) == 2
+        assert _provider_nodes(zookeeper.client(), SERVICE) == []
+        assert boot._registry is None  # the session it opened for start() is over
+    finally:
+        server.stop(grace=0)
+        boot.close()

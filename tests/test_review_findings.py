@@ -152,3 +152,37 @@ def test_a_server_whose_registration_fails_leaves_no_node_behind(zookeeper, monk
     finally:
         server.stop(grace=0)
         boot.close()
+
+
+@pytest.mark.timeout(60)
+def test_closing_the_bootstrap_early_does_not_unbalance_its_session_count(zookeeper):
+    """Dubbo.close() may come before its servers stop (its docstring allows it); those
+    late releases must not count against the next session, or that session ends while
+    a client still follows it."""
+    from dubbo.configs import RegistryConfig, ServiceConfig
+    from dubbo.proxy.handlers import RpcServiceHandler
+
+    service = RpcServiceHandler(SERVICE, [RpcMethodHandler.unary(_ping, "ping")])
+    boot = dubbo.Dubbo(registry_config=RegistryConfig.from_url(zookeeper.url))
+    early = boot.create_server(ServiceConfig(service, host="127.0.0.1", port=0),
+                               unregister_delay=0).start()
+    boot.close()
+    early.stop(grace=0)  # releases a session that is already gone
+    first = boot.create_client(ReferenceConfig(protocol="tri", service=SERVICE))
+    second = boot.create_client(ReferenceConfig(protocol="tri", service=SERVICE))
+    other = dubbo.Dubbo(registry_config=RegistryConfig.from_url(zookeeper.url))
+    provider = None
+    try:
+        first.close()  # the second client still follows the registry
+        provider = other.create_server(ServiceConfig(service, host="127.0.0.1", port=0),
+                                       unregister_delay=0).start()
+        end = time.monotonic() + 10
+        while not second.providers() and time.monotonic() < end:
+            time.sleep(0.05)
+        assert [e.port for e in second.providers()] == [provider.port]
+    finally:
+        second.close()
+        if provider is not None:
+            provider.stop(grace=0)
+        other.close()
+        boot.close()

@@ -186,3 +186,33 @@ def test_closing_the_bootstrap_early_does_not_unbalance_its_session_count(zookee
             provider.stop(grace=0)
         other.close()
         boot.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_provider_leaving_while_a_call_starts_on_its_connection_is_unavailable():
+    """A call that got the connection of a provider which then left (here while its
+    TLS handshake is pending) never sent a byte: it fails UNAVAILABLE, which failover
+    retries elsewhere, never CANCELLED as if the caller had cancelled it."""
+    import socket
+    import ssl
+
+    from dubbo.client import ClientCall
+    from dubbo.deadline import Deadline
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the TCP connect; nobody answers TLS
+        port = silent.getsockname()[1]
+        client = dubbo.Client(ReferenceConfig.from_url(f"tri://127.0.0.1:{port}/{SERVICE}"),
+                              ssl_context=ssl.create_default_context(), connect_timeout=20)
+        try:
+            connection = client.providers()[0].connection()  # what _start does first
+            time.sleep(0.3)  # its loop has taken it up: the TLS handshake is under way
+            client.set_providers([])  # ... then the provider leaves the registry
+            connection.join(5)
+            assert connection.closed
+            with pytest.raises(dubbo.RpcError) as info:
+                connection.open_stream(ClientCall(connection, Deadline.after(1), None), [])
+        finally:
+            client.close()
+    assert info.value.code == dubbo.StatusCode.UNAVAILABLE, info.value

@@ -56,8 +56,11 @@ class Dubbo:
             self._users += 1
             return self._registry
 
-    def _release_registry(self) -> None:
+    def _release_registry(self, registry: Any) -> None:
+        """Let go of ``registry``; one that close() already ended counts no more."""
         with self._lock:
+            if registry is not self._registry:
+                return
             self._users -= 1
             registry = self._registry if self._users <= 0 else None
             if registry is not None:
@@ -105,7 +108,7 @@ class Dubbo:
             client = Client(reference, application=self.application_config, providers=[],
                             **options)
         except BaseException:
-            self._release_registry()
+            self._release_registry(registry)
             raise
         service = reference.service
 
@@ -122,13 +125,13 @@ class Dubbo:
                 category="consumers")
         except BaseException:
             client.close()
-            self._release_registry()
+            self._release_registry(registry)
             raise
 
         def leave() -> None:
             subscription.cancel()
             registry.unregister(consumer)
-            self._release_registry()
+            self._release_registry(registry)
 
         client.on_close(leave)
         return client
@@ -157,7 +160,7 @@ class RegisteredServer(Server):
         try:
             self._register()
         except BaseException:
-            super().stop(grace=0)
+            self.stop(grace=0)  # ours: the nodes already written go, the session is let go
             raise
         return self
 
@@ -183,7 +186,7 @@ class RegisteredServer(Server):
             self._nodes = []
             if self.unregister_delay > 0:
                 time.sleep(self.unregister_delay)  # consumers hear of it and stop picking us
-            self.bootstrap._release_registry()
+            self.bootstrap._release_registry(registry)
         super().stop(grace)
 
 

@@ -613,6 +613,12 @@ class _Method:
                     raise call.local_error or exc from None
                 # answered before the request was all sent: read() reports the status
         else:
+            # The HEADERS go out now: the first request may come only after a reply
+            # (a server that speaks first), and nothing else may flush them.
+            try:
+                transport.flush()
+            except RpcError:
+                pass  # the connection is gone: its loss fails the call
             # In a bidi call a reply may hang on the requests made so far, so none
             # may be held while the caller waits; a client-stream reply comes after
             # the last request anyway.
@@ -688,13 +694,13 @@ class UnaryMethod(_Method):
                 results.put((True, self._unary_response(call, with_call)))
             except _NotSent as exc:
                 results.put((False, exc.error))
-            except RpcError as exc:
+            except Exception as exc:  # bad metadata, ...: the caller must hear of it too
                 results.put((False, exc))
 
         for endpoint in endpoints:
             threading.Thread(target=run, args=(endpoint,), name="dubbo-client-fork",
                              daemon=True).start()
-        error: RpcError | None = None
+        error: Exception | None = None
         for _ in endpoints:
             ok, value = results.get()
             if ok:

@@ -137,7 +137,10 @@ class Endpoint:
                     return
                 self._current = None
             self._connections.discard(connection)
-        connection.close()
+        # UNAVAILABLE: a call still about to start on it sent nothing and may go elsewhere.
+        connection.close(UnavailableError(StatusCode.UNAVAILABLE,
+                                          f"connection to {self.key} closed: "
+                                          "draining, or the provider left"))
 
     def retire(self) -> None:
         """The provider left: no new calls; connections close once their calls end."""

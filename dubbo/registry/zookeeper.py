@@ -60,6 +60,7 @@ class ZookeeperRegistry:
         if connect_timeout is None:
             timeout = config.parameters.get("timeout")
             connect_timeout = int(timeout) / 1000 if timeout else DEFAULT_CONNECT_TIMEOUT
+        self._connect_timeout = connect_timeout  # also bounds an unregister's wait
         self.root = "/" + (config.group or "dubbo").strip("/")
         auth = None
         if config.username:
@@ -111,12 +112,17 @@ class ZookeeperRegistry:
 
         with self._lock:
             self._nodes.discard(path)
+        # While ZooKeeper is unreachable kazoo queues the delete until it is back: stop()
+        # and close() must not wait for that (the node goes with it or with the session).
+        result = self._zk.delete_async(path)
         try:
-            self._zk.delete(path)
+            result.get(timeout=self._connect_timeout if self._zk.connected else 0)
         except NoNodeError:
             pass
         except KazooException as exc:  # ZooKeeper is down: the node goes with the session
             log.warning("could not unregister %s: %s", path, exc)
+        except self._zk.handler.timeout_exception:
+            log.warning("could not unregister %s now: ZooKeeper is unreachable", path)
 
     def subscribe(self, service: str,
                   on_change: Callable[[list[RegistryURL]], None]) -> Subscription:

@@ -117,6 +117,7 @@ class Dubbo:
                                                     reference.group, reference.version)]
             client.set_providers([(u.host, u.port, u.weight) for u in matching])
 
+        subscription = None
         try:
             subscription = registry.subscribe(service, providers_changed)
             consumer = registry.register(consumer_url(
@@ -124,6 +125,8 @@ class Dubbo:
                 group=reference.group, version=reference.version, release=__version__),
                 category="consumers")
         except BaseException:
+            if subscription is not None:
+                subscription.cancel()
             client.close()
             self._release_registry(registry)
             raise

@@ -686,11 +686,14 @@ class UnaryMethod(_Method):
             endpoints.append(endpoint)
         results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
         calls: list[ClientCall] = []
+        won = threading.Event()  # set before the losers are cancelled
 
         def run(endpoint: Endpoint) -> None:
             try:
                 call = self._start(endpoint, request, deadline, metadata, compression, frame)
                 calls.append(call)
+                if won.is_set():  # started after the winner cancelled the others
+                    call.cancel(CancelledError(StatusCode.CANCELLED, "another fork won"))
                 results.put((True, self._unary_response(call, with_call)))
             except _NotSent as exc:
                 results.put((False, exc.error))
@@ -704,6 +707,7 @@ class UnaryMethod(_Method):
         for _ in endpoints:
             ok, value = results.get()
             if ok:
+                won.set()
                 for call in list(calls):
                     call.cancel(CancelledError(StatusCode.CANCELLED, "another fork won"))
                 return value
@@ -934,7 +938,8 @@ class Client:
         return self._timer
 
     def close(self) -> None:
-        """Close every connection; calls in flight fail with CANCELLED."""
+        """Close every connection; calls in flight fail with UNAVAILABLE "client
+        closed", later calls with UNAVAILABLE "client is closed"."""
         with self._lock:
             self._closed = True
             endpoints = list(self._endpoints.values())

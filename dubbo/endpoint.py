@@ -7,7 +7,7 @@ import random
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .status import CancelledError, RpcError, StatusCode, UnavailableError
 from .tls import TLSLayer
@@ -47,6 +47,8 @@ class Endpoint:
         self._backoff = 0.0  # the last backoff interval; 0 after a good connect
         self._retry_at = 0.0  # no connect attempt before this (monotonic)
         self._connect_error = ""
+        # getaddrinfo's (family, address) for host:port, kept until a connect fails.
+        self._resolved: tuple[int, tuple[Any, ...]] | None = None
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.key} weight={self.weight} active={self.active}>"
@@ -78,27 +80,29 @@ class Endpoint:
 
         client = self.client
         with self._lock:
-            if self._closed:
-                raise UnavailableError(StatusCode.UNAVAILABLE, "client is closed"
-                                       if not self._retired else
-                                       f"provider {self.key} left the registry")
-            current = self._current
-            if current is not None and not current.closed and not current.draining:
-                if self._backoff and current.connected:
-                    self._backoff = self._retry_at = 0.0
-                return current
-            now = time.monotonic()
-            if now < self._retry_at:
-                raise UnavailableError(
-                    StatusCode.UNAVAILABLE,
-                    f"failed to connect to {self.key} ({self._connect_error}); "
-                    f"next attempt in {self._retry_at - now:.2f}s")
+            current = self._usable_locked()
+        if current is not None:
+            return current
+        # Resolved outside the lock: a slow name lookup holds no other caller.
+        resolved = self._resolved
+        if resolved is None:
             try:
                 family, _, _, _, address = socket.getaddrinfo(
                     self.host, self.port, type=socket.SOCK_STREAM)[0]
+            except OSError as exc:
+                with self._lock:
+                    self._set_backoff_locked(str(exc))
+                raise UnavailableError(StatusCode.UNAVAILABLE,
+                                       f"failed to resolve {self.key}: {exc}") from exc
+            resolved = self._resolved = (family, address)
+        with self._lock:
+            current = self._usable_locked()  # another caller may have connected meanwhile
+            if current is not None:
+                return current
+            try:
                 tls = None if client.ssl_context is None else TLSLayer(
                     client.ssl_context, server_side=False, server_hostname=self.host)
-                connection = ClientConnection(address, family, self._connection_idle,
+                connection = ClientConnection(resolved[1], resolved[0], self._connection_idle,
                                               self._connect_failed, tls,
                                               client.connect_timeout)
             except OSError as exc:
@@ -115,6 +119,25 @@ class Endpoint:
                                        lambda: always or bool(connection.calls))
         return connection
 
+    def _usable_locked(self) -> ClientConnection | None:
+        """The current connection if calls may use it; raises while backing off."""
+        if self._closed:
+            raise UnavailableError(StatusCode.UNAVAILABLE, "client is closed"
+                                   if not self._retired else
+                                   f"provider {self.key} left the registry")
+        current = self._current
+        if current is not None and not current.closed and not current.draining:
+            if self._backoff and current.connected:
+                self._backoff = self._retry_at = 0.0
+            return current
+        now = time.monotonic()
+        if now < self._retry_at:
+            raise UnavailableError(
+                StatusCode.UNAVAILABLE,
+                f"failed to connect to {self.key} ({self._connect_error}); "
+                f"next attempt in {self._retry_at - now:.2f}s")
+        return None
+
     def _set_backoff_locked(self, error: str) -> None:
         self._backoff = min(BACKOFF_MAX, self._backoff * BACKOFF_MULTIPLIER) \
             if self._backoff else BACKOFF_INITIAL
@@ -123,9 +146,11 @@ class Endpoint:
         self._connect_error = error
 
     def _connect_failed(self, connection: ClientConnection, error: RpcError) -> None:
-        """A connection died before it was up (its loop thread): back off."""
+        """A connection died before it was up (its loop thread): back off, and look
+        the name up again next time (it may have moved)."""
         with self._lock:
             self._set_backoff_locked(error.details)
+            self._resolved = None
             if connection is self._current:
                 self._current = None
 

@@ -613,6 +613,8 @@ class ServerConnection(H2Transport):
             if not self.closed:
                 self.calls[stream_id] = call
         if call.stream_id not in self.calls:
+            if call.timer is not None:
+                call.timer.cancel()  # it would hold the call until its deadline
             self.server.call_finished()  # undo admit()
             return
         self.server.submit(call)

@@ -580,6 +580,8 @@ def test_failsafe_returns_none_and_forking_asks_two_providers(cluster):
                 served[reply] += 1
             if request == b"fail":
                 raise dubbo.RpcError(dubbo.StatusCode.INTERNAL, "asked to fail")
+            if request == b"slow":  # both forks arrive before either answers
+                time.sleep(0.3)
             return reply
 
         return RpcServiceHandler(SERVICE, [RpcMethodHandler.unary(who, "who")])
@@ -593,7 +595,7 @@ def test_failsafe_returns_none_and_forking_asks_two_providers(cluster):
         assert failsafe(b"", timeout=5) in (b"f1", b"f2")
         served.clear()
         forking = cluster.client(cluster="forking").unary("who")
-        assert forking(b"", timeout=5) in (b"f1", b"f2")
+        assert forking(b"slow", timeout=5) in (b"f1", b"f2")
         assert _wait(lambda: served == {b"f1": 1, b"f2": 1}, 5)  # one call, both asked
         with pytest.raises(dubbo.RpcError) as info:
             forking(b"fail", timeout=5)

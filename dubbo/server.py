@@ -70,6 +70,7 @@ DEFAULT_KEEPALIVE_TIMEOUT = 20.0
 DEFAULT_MAX_CONNECTIONS = 4096
 DEFAULT_SEND_TIMEOUT = 30.0  # a peer that reads nothing this long loses its stream
 DEFAULT_WORKER_IDLE_TIMEOUT = 60.0
+CALLBACK_THREADS = 4  # threads running add_callback functions off the I/O thread
 TRIM_INTERVAL = 2.0  # seconds between looks at whether calls ended (memory.py)
 
 
@@ -200,8 +201,11 @@ class ServerCall:
         if not callbacks:
             return
         if elsewhere:
-            threading.Thread(target=_run_all, args=(callbacks,), name="dubbo-callbacks",
-                             daemon=True).start()
+            try:  # a few threads of their own: a thousand cancelled calls start no thousand
+                self.server.callback_pool.submit(lambda: _run_all(callbacks))
+            except RuntimeError:  # the server stopped meanwhile
+                threading.Thread(target=_run_all, args=(callbacks,), name="dubbo-callbacks",
+                                 daemon=True).start()
         else:
             _run_all(callbacks)
 
@@ -743,6 +747,9 @@ class Server:
         self.flood_limits = flood_limits or FloodLimits()
         self.stopping = False
         self.timer = Scheduler("dubbo-server-timer")
+        # Runs add_callback functions for calls that ended on the I/O or timer thread.
+        self.callback_pool = WorkerPool(CALLBACK_THREADS, idle_timeout=5.0,
+                                        name="dubbo-callbacks")
         self._lock = threading.Condition()  # guards _connections, _active, stopping
         self._connections: set[ServerConnection] = set()
         self._active = 0  # calls admitted and not yet finished (running or waiting)
@@ -915,6 +922,7 @@ class Server:
             connection.join(5.0)
         self._loop.stop()
         self.timer.close()
+        self.callback_pool.shutdown(wait=True, cancel_pending=False, timeout=5.0)
         assert self._pool is not None
         # Handlers were cancelled; one that ignores it must not hang stop() forever.
         with self._lock:

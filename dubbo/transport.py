@@ -696,10 +696,11 @@ class H2Transport:
         self.connection_lost(self.error or error)
         if self.loop.in_loop():
             self._discard_input()
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        with self._send_lock:  # no other thread is inside sock.send on this fd now
+            try:
+                self.sock.close()
+            except OSError:
+                pass
 
     def _discard_input(self) -> None:
         """Read what the peer already sent (loop thread): closing a socket with unread

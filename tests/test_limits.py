@@ -411,3 +411,40 @@ def test_a_peer_that_does_not_read_its_ping_acks_is_dropped_past_max_send_buffer
 
 def _ping_frame(i: int) -> bytes:
     return b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + i.to_bytes(8, "big")
+
+
+def test_callbacks_of_many_cancelled_calls_run_on_a_few_threads(servers):
+    release = threading.Event()
+    ran = []
+    lock = threading.Lock()
+    peak = [0]
+
+    def callback() -> None:
+        with lock:
+            ran.append(1)
+            peak[0] = max(peak[0], sum(t.name.startswith("dubbo-callbacks")
+                                       for t in threading.enumerate()))
+        release.wait(0.05)
+
+    def hold(request: bytes, context) -> bytes:
+        context.add_callback(callback)
+        release.wait(10)
+        return request
+
+    server = servers({"max_workers": 64, "max_calls_per_connection": 64},
+                     RpcMethodHandler.unary(hold, "hold"))
+    client = RawClient(server.port)
+    try:
+        ids = [client.request("hold", b"x") for _ in range(60)]
+        time.sleep(0.5)  # the handlers are running
+        for stream_id in ids:
+            client.conn.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+        client.flush()
+        deadline = time.monotonic() + 10
+        while len(ran) < 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(ran) == 60  # every callback ran once
+        assert peak[0] <= 4  # on the callback pool, not a thread per call
+    finally:
+        release.set()
+        client.close()

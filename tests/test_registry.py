@@ -603,3 +603,24 @@ def test_failsafe_returns_none_and_forking_asks_two_providers(cluster):
     finally:
         for server in servers:
             server.stop(grace=1)
+
+
+@pytest.mark.timeout(90)
+def test_registering_while_zookeeper_is_away_fails_in_the_connect_timeout(own_zookeeper):
+    boot = dubbo.Dubbo(registry_config=RegistryConfig.from_url(f"{own_zookeeper.url}?timeout=1000"))
+    first = boot.create_server(ServiceConfig(_service(reply=b"1"), host="127.0.0.1", port=0),
+                               unregister_delay=0).start()  # the session is open
+    try:
+        own_zookeeper.server.stop()
+        second = boot.create_server(ServiceConfig(_service(reply=b"2"), host="127.0.0.1",
+                                                  port=0), unregister_delay=0)
+        started = time.monotonic()
+        with pytest.raises(dubbo.RpcError) as info:
+            second.start()
+        assert info.value.code == dubbo.StatusCode.UNAVAILABLE
+        assert time.monotonic() - started < 5  # not until ZooKeeper is back
+        assert not second._connections  # it did not stay up half started
+    finally:
+        own_zookeeper.server.start()
+        first.stop(grace=1)
+        boot.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from ..configs import RegistryConfig
 from ..status import StatusCode, UnavailableError
@@ -98,14 +99,27 @@ class ZookeeperRegistry:
 
         path = self.node_path(url, category)
         try:
-            self._zk.create(path, b"", ephemeral=True, makepath=True)
+            self._bounded(self._zk.create_async(path, b"", ephemeral=True, makepath=True),
+                          f"registering {url.service}")
         except NodeExistsError:  # left by a session of ours that has not expired yet
-            self._zk.delete(path)
-            self._zk.create(path, b"", ephemeral=True, makepath=True)
+            self._bounded(self._zk.delete_async(path), f"registering {url.service}")
+            self._bounded(self._zk.create_async(path, b"", ephemeral=True, makepath=True),
+                          f"registering {url.service}")
         with self._lock:
             self._nodes.add(path)
         log.info("registered %s", url.to_string())
         return path
+
+    def _bounded(self, result: Any, what: str) -> Any:
+        """Wait for a kazoo request at most the connect timeout: while ZooKeeper is
+        away kazoo holds requests until it is back, and nobody must wait on that."""
+        try:
+            return result.get(timeout=self._connect_timeout)
+        except self._zk.handler.timeout_exception:
+            raise UnavailableError(
+                StatusCode.UNAVAILABLE,
+                f"ZooKeeper at {self.address} did not answer {what} within "
+                f"{self._connect_timeout:g}s") from None
 
     def unregister(self, path: str) -> None:
         from kazoo.exceptions import KazooException, NoNodeError

@@ -229,7 +229,13 @@ class ClientConnection(H2Transport):
             raise
         if not self.connected:
             loop.set_alarm(connect_timeout, lambda: self.connect_expired(connect_timeout))
+        # Registered before its loop thread runs (nobody else uses the selector yet):
+        # no wake-up and no hand-over before the first reply can be read.
+        self._attach()
         loop.start()
+
+    def start(self) -> None:
+        """Nothing to do: the connection joined its own loop when it was made."""
 
     @property
     def ready(self) -> bool:

@@ -49,7 +49,7 @@ from .status import (
 from .timer import Scheduler
 from .tls import TLSLayer
 from .tls import prepare as tls_prepare
-from .transport import FAST_PRODUCER, H2Transport, Inbox, MessageWriter, Payload
+from .transport import FAST_PRODUCER, H2Transport, Inbox, MessageWriter, Payload, peer_name
 
 __all__ = ["Client", "Call", "ResponseIterator"]
 
@@ -181,12 +181,6 @@ class ClientCall:
         return message
 
 
-def _peer_name(family: int, address: tuple[Any, ...]) -> str:
-    if family == socket.AF_INET6:
-        return f"ipv6:[{address[0]}]:{address[1]}"
-    return f"ipv4:{address[0]}:{address[1]}"
-
-
 class ClientConnection(H2Transport):
     """A client connection, read by an I/O loop thread of its own. It connects without
     blocking anyone: each caller waits for it (in ``open_stream``) only as long as its
@@ -202,7 +196,7 @@ class ClientConnection(H2Transport):
         try:
             super().__init__(sock, client_side=True, loop=loop, tls=tls)
             self.address = address
-            self.peer = _peer_name(family, address)
+            self.peer = peer_name(family, address)
             self.calls: dict[int, ClientCall] = {}
             self.draining = False  # GOAWAY received: no new streams here
             self.connected = False  # TCP (and TLS) up: streams may start
@@ -231,15 +225,8 @@ class ClientConnection(H2Transport):
             loop.set_alarm(connect_timeout, lambda: self.connect_expired(connect_timeout))
         # Registered before its loop thread runs (nobody else uses the selector yet):
         # no wake-up and no hand-over before the first reply can be read.
-        self._attach()
+        self.join_loop()
         loop.start()
-
-    def start(self) -> None:
-        """Nothing to do: the connection joined its own loop when it was made."""
-
-    @property
-    def ready(self) -> bool:
-        return self.connected
 
     def wants_connect(self) -> bool:
         return not self._tcp_up  # its first writability says the connect is done

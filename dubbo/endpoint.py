@@ -111,7 +111,6 @@ class Endpoint:
                                        f"failed to connect to {self.key}: {exc}") from exc
             self._current = connection
             self._connections.add(connection)
-        connection.start()
         if client.keepalive_time:
             always = client.keepalive_permit_without_calls
             connection.start_keepalive(client.timer(), client.keepalive_time,

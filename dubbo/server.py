@@ -848,8 +848,7 @@ class Server:
         with self._lock:
             self._connections.add(connection)
         connection.watch_handshake(self.handshake_timeout)
-        self._loop.register(connection)
-        connection.attached()
+        connection.join_loop()  # on the loop thread already
         if self.keepalive_time:
             connection.start_keepalive(self.timer, self.keepalive_time,
                                        self.keepalive_timeout, lambda: True)

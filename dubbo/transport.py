@@ -185,6 +185,13 @@ def _rst_frame(stream_id: int, error_code: int) -> RstStreamFrame:
     return frame
 
 
+def peer_name(family: int, address: tuple[Any, ...]) -> str:
+    """grpcio's form of a peer address: ``ipv4:1.2.3.4:80``, ``ipv6:[::1]:80``."""
+    if family == socket.AF_INET6:
+        return f"ipv6:[{address[0]}]:{address[1]}"
+    return f"ipv4:{address[0]}:{address[1]}"
+
+
 class _Compressed(bytes):
     """A message as received, still compressed (inflated by ``Inbox.get``)."""
 
@@ -460,12 +467,9 @@ class H2Transport:
         # False until the TLS handshake is done: h2's output waits in h2 till then.
         self.secured = tls is None
         try:
-            peer = sock.getpeername()
-            family = "ipv6" if sock.family == socket.AF_INET6 else "ipv4"
-            self.peer = f"{family}:{peer[0]}:{peer[1]}" if family == "ipv4" \
-                else f"ipv6:[{peer[0]}]:{peer[1]}"
+            self.peer = peer_name(sock.family, sock.getpeername())
         except (OSError, IndexError, TypeError):
-            self.peer = "unknown"
+            self.peer = "unknown"  # not connected yet (a client sets it itself)
         # We build every header block ourselves (metadata.py validates user metadata)
         # and parse received ones in metadata.py, which checks each header it uses and
         # answers bad input with a gRPC status; h2 re-validating and re-normalising
@@ -484,6 +488,7 @@ class H2Transport:
         self._outbuf = bytearray()  # bytes the socket did not take yet (_send_lock)
         self._h2_pending = 0  # DATA bytes pushed into h2, not yet flushed (lock)
         self._want_write = False  # the loop watches for writability (loop thread)
+        self._terminated = False  # connection_lost ran and the socket is closed (lock)
         self._keepalive_timer: TimerHandle | None = None
         self._flood = FloodGuard(flood_limits or FloodLimits(), time.monotonic())
         # Credit owed to the peer, not yet handed to h2: the reader's alone.
@@ -509,12 +514,9 @@ class H2Transport:
 
     # -- the loop ------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Join the loop: from now on it reads this connection."""
-        if not self.loop.call_soon(self._attach):
-            self._terminate(UnavailableError(StatusCode.UNAVAILABLE, "I/O loop stopped"))
-
-    def _attach(self) -> None:
+    def join_loop(self) -> None:
+        """Register with the loop and start talking: on the loop thread, or before the
+        loop thread runs."""
         if self.closed:
             self._terminate(self.error or UnavailableError(StatusCode.UNAVAILABLE, "closed"))
             return
@@ -682,7 +684,7 @@ class H2Transport:
         with self.lock:
             if self.error is None:
                 self.error = error
-            first = not getattr(self, "_terminated", False)
+            first = not self._terminated
             self._terminated = True
             self.closed = True
             self.lock.notify_all()
@@ -720,7 +722,7 @@ class H2Transport:
             already = self.closed
             self.closed = True
             self.lock.notify_all()
-        if already and getattr(self, "_terminated", False):
+        if already and self._terminated:
             return
         if self.loop.in_loop():
             self._terminate(error or CancelledError(StatusCode.CANCELLED, "closed"))
@@ -731,14 +733,10 @@ class H2Transport:
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the loop has let go of this connection."""
-        deadline = Deadline.after(timeout)
+        if self.loop.in_loop():
+            return  # the loop terminates it after this callback returns
         with self.lock:
-            while not getattr(self, "_terminated", False):
-                if self.loop.in_loop():
-                    return
-                if deadline is not None and deadline.expired():
-                    return
-                self.lock.wait(0.05 if deadline is None else min(0.05, deadline.remaining()))
+            self.lock.wait_for(lambda: self._terminated, timeout)
 
     # -- GOAWAY and keepalive ------------------------------------------------------
 
@@ -849,11 +847,11 @@ class H2Transport:
         try:
             if not outbuf:
                 if not data:
-                    self._stop_writing_locked()
+                    self._watch_writable_locked(False)
                     return None
                 sent = self.sock.send(data)
                 if sent == len(data):
-                    self._stop_writing_locked()
+                    self._watch_writable_locked(False)
                     return None
                 outbuf += memoryview(data)[sent:]
             else:
@@ -863,7 +861,7 @@ class H2Transport:
                 sent = self.sock.send(outbuf)
                 del outbuf[:sent]
                 if not outbuf:
-                    self._stop_writing_locked()
+                    self._watch_writable_locked(False)
                     if backlog >= OUTBOUND_LOW_WATER:
                         self._drained()
                     return None
@@ -881,14 +879,8 @@ class H2Transport:
             self._outbuf = bytearray()
             return UnavailableError(StatusCode.UNAVAILABLE,
                                     "connection closed: the peer does not read")
-        self._start_writing_locked()
-        return None
-
-    def _start_writing_locked(self) -> None:
         self._watch_writable_locked(True)
-
-    def _stop_writing_locked(self) -> None:
-        self._watch_writable_locked(False)
+        return None
 
     def _watch_writable_locked(self, wanted: bool) -> None:
         """Have the loop write what waits once the socket takes it (send lock held)."""
@@ -958,7 +950,7 @@ class H2Transport:
                     if sent == total:
                         break
                     window = min(self.conn.local_flow_control_window(stream_id),
-                                 OUTBOUND_HIGH_WATER - self._h2_pending - len(self._outbuf))
+                                 OUTBOUND_HIGH_WATER - self.backlog())
                     if window > 0:
                         break
                     if not block:

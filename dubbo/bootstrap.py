@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .client import Client
 from .configs import ApplicationConfig, ReferenceConfig, RegistryConfig, ServiceConfig
 from .registry.url import RegistryURL, consumer_url, provider_url

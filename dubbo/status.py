@@ -117,6 +117,12 @@ class UnavailableError(RpcError):
     default_code = StatusCode.UNAVAILABLE
 
 
+class MessageTooLargeError(RpcError):
+    """A message's length prefix is over the configured maximum."""
+
+    default_code = StatusCode.RESOURCE_EXHAUSTED
+
+
 class ProtocolError(RpcError):
     """The peer broke the Triple/gRPC wire protocol (bad framing, headers, sizes)."""
 

@@ -167,9 +167,9 @@ def test_ping_pong_never_waits_for_the_packing_timer(monkeypatch, serve_dubbo, g
     # for 5 s: 300 round trips must still finish in a few seconds.
     import queue
 
-    import dubbo.transport
+    import dubbo.transport.messages
 
-    monkeypatch.setattr(dubbo.transport, "COALESCE_DELAY", 5.0)
+    monkeypatch.setattr(dubbo.transport.messages, "COALESCE_DELAY", 5.0)
 
     def echo(requests, context=None):
         yield from requests
@@ -213,8 +213,8 @@ def test_a_fast_producer_shares_data_frames(monkeypatch, serve_dubbo, direction)
     # waits travel in far fewer DATA frames than messages, on both sides.
     import h2.events
 
-    import dubbo.client
-    import dubbo.server
+    import dubbo.client.client
+    import dubbo.server.server
 
     frames = {"client_stream": 0, "server_stream": 0}
 
@@ -227,8 +227,8 @@ def test_a_fast_producer_shares_data_frames(monkeypatch, serve_dubbo, direction)
 
         monkeypatch.setattr(cls, "handle_events", handle_events)
 
-    counting(dubbo.server.ServerConnection, "client_stream")  # requests arrive here
-    counting(dubbo.client.ClientConnection, "server_stream")  # replies arrive here
+    counting(dubbo.server.server.ServerConnection, "client_stream")  # requests arrive here
+    counting(dubbo.client.client.ClientConnection, "server_stream")  # replies arrive here
     count = 5000
 
     def total(requests):

@@ -1,4 +1,4 @@
-"""dubbo.compression: codecs, bomb safety, negotiation helpers, and grpcio wire interop."""
+"""dubbo.wire.compression: codecs, bomb safety, negotiation helpers, and grpcio wire interop."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import h2.connection
 import h2.events
 import pytest
 
-from dubbo.compression import (
+from dubbo.status import ProtocolError, RpcError, StatusCode
+from dubbo.wire.compression import (
     IDENTITY,
     SUPPORTED,
     Codec,
@@ -27,8 +28,7 @@ from dubbo.compression import (
     parse_accept_encoding,
     unsupported_encoding_error,
 )
-from dubbo.frames import MessageTooLargeError, encode_message
-from dubbo.status import ProtocolError, RpcError, StatusCode
+from dubbo.wire.framing import MessageTooLargeError, encode_message
 
 MiB = 1024 * 1024
 COMPRESSING = [name for name in SUPPORTED if name != "identity"]

@@ -10,7 +10,7 @@ from fractions import Fraction
 
 import pytest
 
-from dubbo.deadline import MAX_TIMEOUT, Deadline, encode_timeout, parse_timeout
+from dubbo.wire.deadline import MAX_TIMEOUT, Deadline, encode_timeout, parse_timeout
 
 _WIRE = re.compile(r"^([0-9]{1,8})([numSMH])$")
 _UNIT_SECONDS = {

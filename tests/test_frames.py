@@ -7,14 +7,14 @@ import zlib
 
 import pytest
 
-from dubbo.frames import (
+from dubbo.status import ProtocolError, RpcError, StatusCode
+from dubbo.wire.framing import (
     DEFAULT_MAX_MESSAGE_SIZE,
     HEADER_SIZE,
     MessageDecoder,
     MessageTooLargeError,
     encode_message,
 )
-from dubbo.status import ProtocolError, RpcError, StatusCode
 
 
 def frame(flag: int, length: int) -> bytes:

@@ -8,7 +8,7 @@ import tracemalloc
 import pytest
 from hpack import Decoder, Encoder, NeverIndexedHeaderTuple
 
-from dubbo.hpack_cache import _MAX_BYTES, CachingDecoder, CachingEncoder
+from dubbo.transport.hpack_cache import _MAX_BYTES, CachingDecoder, CachingEncoder
 
 BLOCKS = [
     [(":method", "POST"), (":scheme", "http"), (":path", "/s.S/m"), (":authority", "h:1"),

@@ -19,9 +19,9 @@ from hyperframe.frame import ContinuationFrame, HeadersFrame
 
 import dubbo
 from dubbo.configs import ReferenceConfig, ServiceConfig
-from dubbo.limits import FloodGuard, FloodLimits, Rate, TokenBucket
 from dubbo.proxy.handlers import RpcMethodHandler, RpcServiceHandler
-from dubbo.transport import MAX_FRAME_SIZE, _H2Connection
+from dubbo.transport.connection import MAX_FRAME_SIZE, _H2Connection
+from dubbo.wire.limits import FloodGuard, FloodLimits, Rate, TokenBucket
 
 SERVICE = "test.Limits"
 PATH = f"/{SERVICE}"

@@ -6,8 +6,9 @@ import base64
 
 import pytest
 
-from dubbo.deadline import parse_timeout
-from dubbo.metadata import (
+from dubbo.status import RpcError, StatusCode
+from dubbo.wire.deadline import parse_timeout
+from dubbo.wire.metadata import (
     USER_AGENT,
     RequestHead,
     RequestRejected,
@@ -21,7 +22,6 @@ from dubbo.metadata import (
     status_from_headers,
     trailers,
 )
-from dubbo.status import RpcError, StatusCode
 
 
 def b(headers):

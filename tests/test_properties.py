@@ -16,20 +16,6 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dubbo import compression
-from dubbo.deadline import MAX_TIMEOUT, Deadline, encode_timeout, parse_timeout
-from dubbo.frames import HEADER_SIZE, MessageDecoder, MessageTooLargeError, encode_message
-from dubbo.metadata import (
-    RequestHead,
-    RequestRejected,
-    ResponseStatus,
-    check_response_headers,
-    decode_metadata,
-    encode_metadata,
-    parse_request_headers,
-    request_headers,
-    status_from_headers,
-)
 from dubbo.status import (
     ProtocolError,
     RpcError,
@@ -39,6 +25,26 @@ from dubbo.status import (
     error_for,
     status_from_http,
     status_from_rst,
+)
+from dubbo.wire import compression
+from dubbo.wire.deadline import MAX_TIMEOUT, Deadline, encode_timeout, parse_timeout
+from dubbo.wire.framing import (
+    HEADER_SIZE,
+    MessageDecoder,
+    MessageTooLargeError,
+    encode_message,
+    frame_message,
+)
+from dubbo.wire.metadata import (
+    RequestHead,
+    RequestRejected,
+    ResponseStatus,
+    check_response_headers,
+    decode_metadata,
+    encode_metadata,
+    parse_request_headers,
+    request_headers,
+    status_from_headers,
 )
 
 settings.register_profile("default", max_examples=150, deadline=None,
@@ -65,7 +71,7 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
-# -- dubbo.frames ------------------------------------------------------------------------
+# -- dubbo.wire.framing ------------------------------------------------------------------------
 
 # Small messages, and ones around the 64 KiB mark where the decoder switches to
 # gathering a large body as chunks.
@@ -133,7 +139,7 @@ def test_arbitrary_bytes_give_messages_or_a_protocol_error(data, cuts, limit, gz
 @given(codec=st.sampled_from([None, *(compression.get_codec(n) for n in compression.SUPPORTED)]),
        body=message_bodies, cuts=st.lists(st.integers(0, 10**6), max_size=4))
 def test_what_we_frame_is_what_the_peer_reads(codec, body, cuts):
-    framed = compression.frame_message(body, codec, None)
+    framed = frame_message(body, codec, None)
     wire = framed if isinstance(framed, bytes) else b"".join(framed)
     decoder = MessageDecoder(
         None, decompress=None if codec is None else lambda data: codec.decompress(data, None))
@@ -141,7 +147,7 @@ def test_what_we_frame_is_what_the_peer_reads(codec, body, cuts):
     assert got == [body]
 
 
-# -- dubbo.deadline ----------------------------------------------------------------------
+# -- dubbo.wire.deadline ----------------------------------------------------------------------
 
 timeout_strings = st.one_of(
     st.text(max_size=12),
@@ -193,7 +199,7 @@ def test_any_deadline_gives_waits_the_stdlib_accepts(seconds):
     assert _WIRE_TIMEOUT.fullmatch(deadline.timeout())
 
 
-# -- dubbo.metadata ----------------------------------------------------------------------
+# -- dubbo.wire.metadata ----------------------------------------------------------------------
 
 _NAMES = [b":method", b":path", b":status", b":authority", b"content-type", b"te",
           b"grpc-timeout", b"grpc-encoding", b"grpc-accept-encoding", b"grpc-status",
@@ -294,7 +300,7 @@ def test_request_headers_parse_back_to_what_was_sent(service, method, timeout, p
     assert head.metadata[1:] == _as_received(pairs)  # after our user-agent
 
 
-# -- dubbo.compression -------------------------------------------------------------------
+# -- dubbo.wire.compression -------------------------------------------------------------------
 
 CODECS = [compression.get_codec(name) for name in compression.SUPPORTED]
 

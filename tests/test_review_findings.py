@@ -196,8 +196,8 @@ def test_a_provider_leaving_while_a_call_starts_on_its_connection_is_unavailable
     import socket
     import ssl
 
-    from dubbo.client import ClientCall
-    from dubbo.deadline import Deadline
+    from dubbo.client.client import ClientCall
+    from dubbo.wire.deadline import Deadline
 
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))

@@ -15,10 +15,10 @@ import pytest
 
 import dubbo
 from dubbo.configs import ReferenceConfig, ServiceConfig
-from dubbo.frames import encode_message
 from dubbo.proxy.handlers import RpcMethodHandler, RpcServiceHandler
-from dubbo.timer import Scheduler
 from dubbo.transport import MessageWriter
+from dubbo.transport.timer import Scheduler
+from dubbo.wire.framing import encode_message
 
 SERVICE = "test.Robust"
 

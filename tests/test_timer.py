@@ -12,7 +12,7 @@ import weakref
 
 import pytest
 
-from dubbo.timer import Scheduler, TimerHandle
+from dubbo.transport.timer import Scheduler, TimerHandle
 
 NAME = "dubbo-test-timer"  # "dubbo" prefix: conftest fails the test if it is left running
 

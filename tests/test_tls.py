@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 import dubbo
 from dubbo.configs import ReferenceConfig, ServiceConfig
 from dubbo.proxy.handlers import RpcMethodHandler, RpcServiceHandler
-from dubbo.tls import TLSLayer, client_context, prepare, server_context
+from dubbo.transport.tls import TLSLayer, client_context, prepare, server_context
 
 SERVICE = "test.Secure"
 

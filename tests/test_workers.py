@@ -12,7 +12,7 @@ import weakref
 import pytest
 from peers import Overlap
 
-from dubbo.workers import WorkerPool
+from dubbo.server.workers import WorkerPool
 
 NAME = "dubbo-test-pool"
 

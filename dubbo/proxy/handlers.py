@@ -106,11 +106,16 @@ class RpcMethodHandler:
 
 
 class RpcServiceHandler:
-    """A named service and its methods, given as a dict (key: method name) or a list."""
+    """A named service and its methods, given as a dict (key: method name) or a list.
+
+    ``file_descriptor`` (a protobuf ``FileDescriptor``, or a serialized
+    ``FileDescriptorProto``) describes the service's .proto file for reflection;
+    generated code passes its own.
+    """
 
     def __init__(self, service_name: str,
-                 method_handlers: Mapping[str, RpcMethodHandler] | Iterable[RpcMethodHandler]
-                 ) -> None:
+                 method_handlers: Mapping[str, RpcMethodHandler] | Iterable[RpcMethodHandler],
+                 file_descriptor: Any = None) -> None:
         if not service_name or "/" in service_name:
             raise ValueError(f"invalid service name {service_name!r}")
         self.service_name = service_name
@@ -122,6 +127,7 @@ class RpcServiceHandler:
             if not isinstance(handler, RpcMethodHandler):
                 raise TypeError(f"method {name!r}: expected an RpcMethodHandler, got {handler!r}")
         self.method_handlers: dict[str, RpcMethodHandler] = handlers
+        self.file_descriptor = file_descriptor
 
     def __repr__(self) -> str:
         return f"RpcServiceHandler({self.service_name!r}, methods={sorted(self.method_handlers)})"

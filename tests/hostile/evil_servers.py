@@ -24,7 +24,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from dubbo.frames import encode_message
+from dubbo.wire.framing import encode_message
 
 Headers = list[tuple[bytes, bytes]]
 

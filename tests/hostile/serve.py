@@ -4,7 +4,7 @@ and threads can be read from /proc without the test's own counted in.
     python serve.py '{"max_concurrent_streams": 4, "send_timeout": 2.0}'
 
 The JSON object is passed to ``dubbo.Server`` as keyword arguments (``flood_limits``, a
-mapping, becomes ``dubbo.limits.FloodLimits``). The bound port is printed as
+mapping, becomes ``dubbo.FloodLimits``). The bound port is printed as
 ``PORT <n>`` on stdout once the server serves. Logs go to stderr.
 
 Service ``hostile.Test`` (requests and replies are raw bytes):
@@ -114,7 +114,7 @@ def stats(request: bytes) -> bytes:
 def _options(raw: dict[str, Any], server_class: type) -> dict[str, Any]:
     options = dict(raw)
     if isinstance(options.get("flood_limits"), dict):
-        from dubbo.limits import FloodLimits  # type: ignore[import-not-found]
+        from dubbo.wire.limits import FloodLimits  # type: ignore[import-not-found]
 
         options["flood_limits"] = FloodLimits(**options["flood_limits"])
     if os.environ.get("HOSTILE_LENIENT") == "1":

@@ -28,7 +28,7 @@ import pytest
 
 import dubbo
 from dubbo.configs import ReferenceConfig
-from dubbo.tls import client_context
+from dubbo.transport.tls import client_context
 
 try:  # tests/hostile may become a package
     from . import evil_servers as evil

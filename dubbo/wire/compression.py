@@ -43,8 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .frames import MessageTooLargeError, check_size, message_parts
-from .status import ProtocolError, RpcError, StatusCode
+from ..status import MessageTooLargeError, ProtocolError, RpcError, StatusCode
 
 __all__ = [
     "Codec",
@@ -362,14 +361,3 @@ def unsupported_encoding_error(name: str) -> RpcError:
         StatusCode.UNIMPLEMENTED,
         f"grpc-encoding '{name}' is not supported; supported: {_ACCEPT_HEADER}",
     )
-
-
-def frame_message(data: bytes | bytearray | memoryview, codec: Codec | None,
-                  limit: int | None) -> bytes | tuple[bytes, bytes]:
-    """Check a serialized message against the send ``limit``, compress it when that
-    helps, and frame it for sending (``frames.message_parts``)."""
-    check_size(len(data), limit, "Sent")
-    if codec is None:
-        return message_parts(bytes(data))
-    compressed, payload = compress_message(codec, bytes(data))
-    return message_parts(payload, compressed)

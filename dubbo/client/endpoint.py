@@ -9,8 +9,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .status import CancelledError, RpcError, StatusCode, UnavailableError
-from .tls import TLSLayer
+from ..status import CancelledError, RpcError, StatusCode, UnavailableError
+from ..transport.tls import TLSLayer
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client, ClientConnection

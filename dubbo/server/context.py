@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import compression
-from .metadata import MetadataLike
-from .status import RpcError, StatusCode
-from .tls import INSECURE_AUTH_CONTEXT
+from ..status import RpcError, StatusCode
+from ..transport.tls import INSECURE_AUTH_CONTEXT
+from ..wire.compression import codec_name
+from ..wire.metadata import MetadataLike
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import ServerCall
@@ -117,7 +117,7 @@ class ServicerContext:
     def set_compression(self, name: str | None) -> None:
         """Compress this call's replies with ``name`` ("gzip", "deflate", ...) if the
         client accepts it; must come before the first reply."""
-        self._call.set_compression(compression.codec_name(name))
+        self._call.set_compression(codec_name(name))
 
     def cancel(self) -> None:
         """Cancel the call from the server side (RST_STREAM CANCEL)."""

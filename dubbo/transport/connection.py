@@ -19,15 +19,13 @@ bounded in compressed bytes and a handler that does not read costs no inflating.
 
 from __future__ import annotations
 
-import collections
 import logging
-import queue
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h2.config
 import h2.connection
@@ -38,12 +36,7 @@ import h2.settings
 from h2.frame_buffer import FrameBuffer
 from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
-from .deadline import Deadline
-from .frames import DEFAULT_MAX_MESSAGE_SIZE, MessageDecoder, check_size
-from .hpack_cache import CachingDecoder, CachingEncoder
-from .ioloop import IOLoop
-from .limits import FloodGuard, FloodLimits
-from .status import (
+from ..status import (
     CancelledError,
     DeadlineExceededError,
     RpcError,
@@ -51,15 +44,21 @@ from .status import (
     StatusCode,
     UnavailableError,
 )
+from ..wire.deadline import Deadline
+from ..wire.limits import FloodGuard, FloodLimits
+from .hpack_cache import CachingDecoder, CachingEncoder
+from .ioloop import IOLoop
 from .timer import Scheduler, TimerHandle
 from .tls import TLSLayer
+
+if TYPE_CHECKING:
+    from .messages import Inbox
 
 log = logging.getLogger("dubbo.transport")
 
 STREAM_WINDOW = 8 * 1024 * 1024  # our per-stream receive window: a 4 MiB message flows unstopped
 CONNECTION_WINDOW = 16 * 1024 * 1024  # our connection receive window
 MAX_FRAME_SIZE = 1024 * 1024  # largest DATA frame we accept
-RECV_HIGH_WATER = 1024 * 1024  # unconsumed bytes per stream before we stop reopening
 SEND_BATCH = 1024 * 1024  # bytes pushed into h2 per lock hold when sending a large message
 ACK_BATCH = 256 * 1024  # received bytes acknowledged to h2 at once
 # Unsent bytes per connection above which DATA senders wait, and below which they go on.
@@ -67,16 +66,10 @@ OUTBOUND_HIGH_WATER = 2 * 1024 * 1024
 OUTBOUND_LOW_WATER = 512 * 1024
 DEFAULT_MAX_SEND_BUFFER = 8 * 1024 * 1024  # past it a peer that does not read is dropped
 DEFAULT_MAX_HEADER_LIST_SIZE = 64 * 1024
-COALESCE_BYTES = 64 * 1024  # a MessageWriter sends once this much waits
-COALESCE_DELAY = 0.001  # ... or this long after the first waiting message
-# A producer (handler generator, request iterator) that handed over its last message
-# this fast is likely to hand over the next one soon: its messages are packed.
-FAST_PRODUCER = 50e-6
 
 # What send_data takes: one buffer, or parts sent back to back.
 Payload = bytes | memoryview | tuple[bytes | memoryview, ...]
 
-_END = object()  # inbox marker: the peer half-closed the stream
 # Events that may let a blocked sender go on (or must stop it).
 _WAKE_SENDERS = (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged,
                  h2.events.StreamReset, h2.events.ConnectionTerminated)
@@ -190,241 +183,6 @@ def peer_name(family: int, address: tuple[Any, ...]) -> str:
     if family == socket.AF_INET6:
         return f"ipv6:[{address[0]}]:{address[1]}"
     return f"ipv4:{address[0]}:{address[1]}"
-
-
-class _Compressed(bytes):
-    """A message as received, still compressed (inflated by ``Inbox.get``)."""
-
-    __slots__ = ()
-
-
-class Inbox:
-    """Messages received on one stream, in order, until the consumer takes them.
-
-    The reader thread ``feed``s; one consumer thread ``get``s. The messages of one DATA
-    frame travel as one queue item (a list), so a frame packed with many messages costs
-    one hand-over, not one per message. ``_lock`` guards ``buffered`` and ``deferred``
-    (bytes whose flow-control credit we hold back); ``_ready`` belongs to the consumer.
-    """
-
-    __slots__ = ("_queue", "_ready", "_lock", "buffered", "deferred", "error", "done",
-                 "decoder", "drop_empty", "abandoned", "_inflate", "on_bad_message")
-
-    def __init__(self, max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE) -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._ready: collections.deque[bytes] = collections.deque()
-        self._lock = threading.Lock()
-        self.buffered = 0
-        self.deferred = 0
-        self.error: RpcError | None = None
-        self.done = False  # the consumer has seen the end (or an error)
-        self.decoder = MessageDecoder(max_message_size)
-        self.drop_empty = False
-        self.abandoned = False  # nobody will read again: take no more, hold no credit
-        self._inflate: Callable[[bytes], bytes] | None = None
-        # Told (on the consumer's thread) when a message cannot be inflated; what it
-        # returns is ignored (ClientCall.cancel returns a bool).
-        self.on_bad_message: Callable[[RpcError], object] | None = None
-
-    def set_decompressor(self, inflate: Callable[[bytes], bytes]) -> None:
-        """Compressed messages are queued as they came and inflated by ``get``, on the
-        consumer's thread: what a stream holds counts compressed bytes, bounded by
-        flow control, and nothing is inflated for a consumer that does not read."""
-        self._inflate = inflate
-        self.decoder.decompress = _Compressed
-
-    def abandon(self) -> int:
-        """The call is over: return the credit held back, and from now on give all
-        credit back at once (that data still counts against the connection)."""
-        with self._lock:
-            self.abandoned = True
-            credit, self.deferred = self.deferred, 0
-        return credit
-
-    def feed(self, data: bytes, flow_controlled: int) -> int:
-        """Decode ``data``; return how much credit to give back to the peer now."""
-        if self.abandoned:
-            return flow_controlled
-        messages = self.decoder.feed(data)
-        if self.drop_empty:
-            messages = [m for m in messages if m]
-        size = sum(map(len, messages))
-        with self._lock:
-            if self.buffered >= RECV_HIGH_WATER:
-                self.deferred += flow_controlled
-                ack = 0
-            else:
-                ack = flow_controlled
-            if messages:
-                self.buffered += size
-                self._queue.put(messages)
-        return ack
-
-    def end(self) -> None:
-        self._queue.put(_END)
-
-    def fail(self, error: RpcError) -> None:
-        """Wake the consumer with ``error`` at once, ahead of queued messages."""
-        if self.error is None:
-            self.error = error
-        self._queue.put(_END)
-
-    def ready(self) -> bool:
-        """True when ``get`` would not block (consumer thread only)."""
-        return bool(self._ready) or not self._queue.empty()
-
-    def get(self, deadline: Deadline | None) -> tuple[bytes | None, int]:
-        """The next message (``None`` at the end) and the credit to give back.
-
-        Raises the stream's error (cancel, reset) or DEADLINE_EXCEEDED.
-        """
-        if self.error is not None:
-            self.done = True
-            raise self.error
-        if self._ready:
-            message = self._ready.popleft()
-        elif self.done:
-            return None, 0
-        else:
-            try:
-                if deadline is None:
-                    item = self._queue.get()
-                else:
-                    item = self._queue.get(timeout=deadline.remaining())
-            except queue.Empty:
-                raise DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED,
-                                            "Deadline Exceeded") from None
-            if self.error is not None:
-                self.done = True
-                raise self.error
-            if item is _END:
-                self.done = True
-                return None, 0
-            message = item[0]
-            if len(item) > 1:
-                self._ready.extend(item[1:])
-        with self._lock:
-            self.buffered -= len(message)
-            credit = 0
-            if self.deferred and self.buffered < RECV_HIGH_WATER:
-                credit, self.deferred = self.deferred, 0
-        if type(message) is _Compressed:
-            message = self._inflated(message)
-        return message, credit
-
-    def _inflated(self, message: bytes) -> bytes:
-        assert self._inflate is not None
-        try:
-            payload = self._inflate(message)
-            check_size(len(payload), self.decoder.max_message_size, "Received decompressed")
-        except RpcError as exc:
-            self.fail(exc)
-            self.done = True
-            if self.on_bad_message is not None:
-                self.on_bad_message(exc)
-            raise
-        return payload
-
-
-class MessageWriter:
-    """Sends one stream's messages, packing a fast producer's into shared DATA frames.
-
-    With one message per DATA frame, h2's per-frame work dominates streaming on both
-    ends. A message from a producer that handed it over quickly (``coalesce``) waits,
-    unsent, for company; what waits goes out when 64 KiB have gathered, when the
-    producer is slow or finishes, before a handler blocks on its request iterator
-    (``flush``), and at the latest ``COALESCE_DELAY`` after the first one began to
-    wait (the scheduler). ``_lock`` guards ``_pending``/``_size``/``_armed`` and keeps
-    this stream's sends in order.
-    """
-
-    __slots__ = ("transport", "stream_id", "deadline", "error", "scheduler", "urgent",
-                 "send_timeout", "_lock", "_pending", "_size", "_armed")
-
-    def __init__(self, transport: H2Transport, stream_id: int, deadline: Deadline | None,
-                 error: Callable[[], RpcError | None], scheduler: Scheduler,
-                 urgent: Callable[[], bool] | None = None,
-                 send_timeout: float | None = None) -> None:
-        self.transport = transport
-        self.send_timeout = send_timeout
-        # ``urgent()`` true: someone waits on the peer's answer, nothing may be held.
-        self.urgent = urgent
-        self.stream_id = stream_id
-        self.deadline = deadline
-        self.error = error
-        self.scheduler = scheduler
-        self._lock = threading.Lock()
-        self._pending: list[Payload] = []
-        self._size = 0
-        self._armed = False
-
-    @property
-    def pending(self) -> bool:
-        return bool(self._pending)
-
-    def write(self, frame: Payload, coalesce: bool) -> None:
-        size = sum(map(len, frame)) if isinstance(frame, tuple) else len(frame)
-        with self._lock:
-            self._pending.append(frame)
-            self._size += size
-            if coalesce and self._size < COALESCE_BYTES and not (self.urgent and self.urgent()):
-                if not self._armed:
-                    self._armed = True
-                    self.scheduler.call_later(COALESCE_DELAY, self._on_timer)
-                return
-            self._send_locked(False, None)
-
-    def flush(self) -> None:
-        if self._pending:
-            with self._lock:
-                if self._pending:
-                    self._send_locked(False, None)
-
-    def close(self, end_stream: bool = True,
-              trailers: list[tuple[str, str]] | None = None) -> None:
-        """Send what waits, then END_STREAM or ``trailers``, in one write."""
-        with self._lock:
-            self._send_locked(end_stream, trailers)
-
-    def _take_locked(self) -> Payload:
-        """What waits, as one payload: small messages joined (they share DATA frames),
-        a large one left in its parts (joining would copy it)."""
-        pending, size = self._pending, self._size
-        self._pending, self._size = [], 0
-        if len(pending) == 1:
-            return pending[0]
-        parts: list[bytes | memoryview] = []
-        for item in pending:
-            parts.extend(item) if isinstance(item, tuple) else parts.append(item)
-        return b"".join(parts) if size < COALESCE_BYTES * 4 else tuple(parts)
-
-    def _send_locked(self, end_stream: bool, trailers: list[tuple[str, str]] | None) -> None:
-        self.transport.send_data(self.stream_id, self._take_locked(), end_stream,
-                                 self.deadline, self.error, trailers,
-                                 send_timeout=self.send_timeout)
-
-    def _on_timer(self) -> None:
-        # Scheduler thread: never wait here.
-        if not self._lock.acquire(blocking=False):
-            # The producer holds the lock; if it only added a message it saw the timer
-            # armed and left: look again shortly rather than strand what waits.
-            self.scheduler.call_later(COALESCE_DELAY, self._on_timer)
-            return
-        try:
-            self._armed = False
-            if not self._pending:
-                return
-            try:
-                rest = self.transport.send_data(self.stream_id, self._take_locked(), False,
-                                                self.deadline, self.error, block=False)
-            except RpcError:
-                return  # the stream is over
-            if rest:  # window shut: keep the rest and look again later
-                self._pending, self._size = [rest], sum(map(len, rest))
-                self._armed = True
-                self.scheduler.call_later(COALESCE_DELAY, self._on_timer)
-        finally:
-            self._lock.release()
 
 
 class H2Transport:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from .status import ProtocolError, RpcError, StatusCode
+from ..status import MessageTooLargeError, ProtocolError, StatusCode
+from .compression import Codec, compress_message
 
 __all__ = ["HEADER_SIZE", "DEFAULT_MAX_MESSAGE_SIZE", "encode_message", "message_parts",
            "MessageDecoder", "MessageTooLargeError"]
@@ -22,12 +23,6 @@ _HEADER = struct.Struct(">BI")
 # Bodies at least this big are received as chunks joined once, and sent apart from
 # their prefix.
 _LARGE_BODY = 64 * 1024
-
-
-class MessageTooLargeError(RpcError):
-    """A message's length prefix is over the configured maximum."""
-
-    default_code = StatusCode.RESOURCE_EXHAUSTED
 
 
 def encode_message(payload: bytes, compressed: bool = False) -> bytes:
@@ -170,3 +165,14 @@ class MessageDecoder:
         payload = self.decompress(payload)
         check_size(len(payload), self.max_message_size, "Received decompressed")
         return payload
+
+
+def frame_message(data: bytes | bytearray | memoryview, codec: Codec | None,
+                  limit: int | None) -> bytes | tuple[bytes, bytes]:
+    """Check a serialized message against the send ``limit``, compress it when that
+    helps, and frame it for sending (``message_parts``)."""
+    check_size(len(data), limit, "Sent")
+    if codec is None:
+        return message_parts(bytes(data))
+    compressed, payload = compress_message(codec, bytes(data))
+    return message_parts(payload, compressed)

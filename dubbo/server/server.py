@@ -16,25 +16,9 @@ import h2.errors
 import h2.events
 import h2.exceptions
 
-from . import compression as codecs
-from .configs import ServiceConfig
-from .context import ServicerContext
-from .deadline import Deadline
-from .frames import DEFAULT_MAX_MESSAGE_SIZE
-from .ioloop import IOLoop
-from .limits import FloodLimits
-from .memory import release_free_memory
-from .metadata import (
-    MetadataLike,
-    RequestHead,
-    RequestRejected,
-    encode_metadata,
-    parse_request_headers,
-    response_headers,
-    trailers,
-)
-from .proxy.handlers import RpcMethodHandler, RpcServiceHandler
-from .status import (
+from ..configs import ServiceConfig
+from ..proxy.handlers import RpcMethodHandler, RpcServiceHandler
+from ..status import (
     CancelledError,
     DeadlineExceededError,
     RpcError,
@@ -43,10 +27,7 @@ from .status import (
     UnavailableError,
     status_from_rst,
 )
-from .timer import Scheduler, TimerHandle
-from .tls import TLSLayer
-from .tls import prepare as tls_prepare
-from .transport import (
+from ..transport import (
     DEFAULT_MAX_HEADER_LIST_SIZE,
     DEFAULT_MAX_SEND_BUFFER,
     FAST_PRODUCER,
@@ -55,6 +36,33 @@ from .transport import (
     MessageWriter,
     Payload,
 )
+from ..transport.ioloop import IOLoop
+from ..transport.timer import Scheduler, TimerHandle
+from ..transport.tls import TLSLayer
+from ..transport.tls import prepare as tls_prepare
+from ..wire.compression import (
+    Codec,
+    accept_encoding_header,
+    choose_response_encoding,
+    codec_name,
+    get_codec,
+    resolve,
+    unsupported_encoding_error,
+)
+from ..wire.deadline import Deadline
+from ..wire.framing import DEFAULT_MAX_MESSAGE_SIZE, frame_message
+from ..wire.limits import FloodLimits
+from ..wire.metadata import (
+    MetadataLike,
+    RequestHead,
+    RequestRejected,
+    encode_metadata,
+    parse_request_headers,
+    response_headers,
+    trailers,
+)
+from .context import ServicerContext
+from .memory import release_free_memory
 from .workers import WorkerPool
 
 __all__ = ["Server"]
@@ -96,12 +104,12 @@ class ServerCall:
         self.inbox = Inbox(server.max_receive_message_size)
         self.inbox.drop_empty = head.drops_empty_messages
         if head.encoding not in (None, "identity"):
-            codec = codecs.get_codec(head.encoding)
+            codec = get_codec(head.encoding)
             assert codec is not None  # unsupported encodings are refused before this
             limit = server.max_receive_message_size
             self.inbox.set_decompressor(lambda data: codec.decompress(data, limit))
             self.inbox.on_bad_message = self._bad_request
-        self.response_codec: codecs.Codec | None = None
+        self.response_codec: Codec | None = None
         self.writer: MessageWriter | None = None  # made by the first streamed reply
         self.deadline = Deadline.after(head.timeout)
         self.headers_sent = False
@@ -266,9 +274,9 @@ class ServerCall:
         a server must not use an encoding the client did not list)."""
         if self.headers_sent:
             raise RuntimeError("set_compression() must come before the first reply")
-        codecs.resolve(name)  # an unknown name is an error even if the client can't use it
-        chosen = codecs.choose_response_encoding(name, self.head.accept_encoding)
-        self.response_codec = codecs.get_codec(chosen) if chosen else None
+        resolve(name)  # an unknown name is an error even if the client can't use it
+        chosen = choose_response_encoding(name, self.head.accept_encoding)
+        self.response_codec = get_codec(chosen) if chosen else None
 
     def _send_headers_locked(self) -> None:
         err = self.error()
@@ -280,7 +288,7 @@ class ServerCall:
             self.transport.conn.send_headers(
                 self.stream_id,
                 response_headers(self.head.content_type, self._initial_metadata,
-                                 accept_encoding=codecs.accept_encoding_header(),
+                                 accept_encoding=accept_encoding_header(),
                                  encoding=codec.name if codec is not None else None),
             )
         except h2.exceptions.ProtocolError as exc:  # reset by the peer meanwhile
@@ -297,7 +305,7 @@ class ServerCall:
             raise RpcError(StatusCode.INTERNAL,
                            f"handler returned {type(data).__name__}, expected bytes "
                            "(set response_serializer)")
-        return codecs.frame_message(data, self.response_codec,
+        return frame_message(data, self.response_codec,
                                     self.server.max_send_message_size)
 
     def send_message(self, response: Any, coalesce: bool = False) -> None:
@@ -588,10 +596,10 @@ class ServerConnection(H2Transport):
                          content_type=head.content_type)
             return
         if head.encoding not in (None, "identity") and \
-                codecs.get_codec(head.encoding) is None:
-            self._reject(stream_id, codecs.unsupported_encoding_error(head.encoding),
+                get_codec(head.encoding) is None:
+            self._reject(stream_id, unsupported_encoding_error(head.encoding),
                          content_type=head.content_type,
-                         extra=[("grpc-accept-encoding", codecs.accept_encoding_header())])
+                         extra=[("grpc-accept-encoding", accept_encoding_header())])
             return
         if len(self.calls) >= self.server.max_calls_per_connection:
             self._reject(stream_id, RpcError(
@@ -725,8 +733,8 @@ class Server:
         self.max_concurrent_streams = max_concurrent_streams
         self.max_receive_message_size = max_receive_message_size
         self.max_send_message_size = max_send_message_size
-        self.compression = codecs.codec_name(compression) or service_config.compression
-        codecs.resolve(self.compression)  # fail at construction on an unknown name
+        self.compression = codec_name(compression) or service_config.compression
+        resolve(self.compression)  # fail at construction on an unknown name
         self.keepalive_time = keepalive_time
         self.keepalive_timeout = keepalive_timeout
         # TLS with ALPN h2 (dubbo.tls.server_context makes one); None: plaintext h2c.

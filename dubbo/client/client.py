@@ -19,25 +19,11 @@ import h2.errors
 import h2.events
 import h2.exceptions
 
-from . import compression as codecs
-from .cluster.loadbalance import load_balance
-from .cluster.policy import ClusterPolicy
-from .configs import ApplicationConfig, ReferenceConfig
-from .deadline import Deadline
-from .endpoint import Endpoint
-from .frames import DEFAULT_MAX_MESSAGE_SIZE
-from .ioloop import IOLoop
-from .metadata import (
-    MetadataLike,
-    ResponseStatus,
-    check_response_headers,
-    decode_metadata,
-    encode_metadata,
-    request_headers,
-    status_from_headers,
-)
-from .registry.url import DEFAULT_WEIGHT
-from .status import (
+from ..cluster.loadbalance import load_balance
+from ..cluster.policy import ClusterPolicy
+from ..configs import ApplicationConfig, ReferenceConfig
+from ..registry.url import DEFAULT_WEIGHT
+from ..status import (
     CancelledError,
     DeadlineExceededError,
     RpcError,
@@ -46,10 +32,24 @@ from .status import (
     error_for,
     status_from_rst,
 )
-from .timer import Scheduler
-from .tls import TLSLayer
-from .tls import prepare as tls_prepare
-from .transport import FAST_PRODUCER, H2Transport, Inbox, MessageWriter, Payload, peer_name
+from ..transport import FAST_PRODUCER, H2Transport, Inbox, MessageWriter, Payload, peer_name
+from ..transport.ioloop import IOLoop
+from ..transport.timer import Scheduler
+from ..transport.tls import TLSLayer
+from ..transport.tls import prepare as tls_prepare
+from ..wire.compression import Codec, accept_encoding_header, codec_name, get_codec, resolve
+from ..wire.deadline import Deadline
+from ..wire.framing import DEFAULT_MAX_MESSAGE_SIZE, frame_message
+from ..wire.metadata import (
+    MetadataLike,
+    ResponseStatus,
+    check_response_headers,
+    decode_metadata,
+    encode_metadata,
+    request_headers,
+    status_from_headers,
+)
+from .endpoint import Endpoint
 
 __all__ = ["Client", "Call", "ResponseIterator"]
 
@@ -398,7 +398,7 @@ class ClientConnection(H2Transport):
             self._goaway(event.last_stream_id or 0, int(event.error_code or 0))
 
     def _use_response_encoding(self, call: ClientCall, name: str) -> None:
-        codec = codecs.get_codec(name)
+        codec = get_codec(name)
         if codec is None:  # compression.md: a response we cannot decode is INTERNAL
             call.cancel(RpcError(StatusCode.INTERNAL,
                                  f"response grpc-encoding {name!r} is not supported"))
@@ -545,8 +545,8 @@ class _Method:
                             "(set request_serializer)")
         return data
 
-    def _frame(self, request: Any, codec: codecs.Codec | None) -> Payload:
-        return codecs.frame_message(self._serialized(request), codec,
+    def _frame(self, request: Any, codec: Codec | None) -> Payload:
+        return frame_message(self._serialized(request), codec,
                                     self._client.max_send_message_size)
 
     def _deadline(self, timeout: float | None) -> Deadline | None:
@@ -653,7 +653,7 @@ class UnaryMethod(_Method):
         else:  # serialized once: the balancer may hash it, every try sends it
             data = self._serialized(request)
             key = bytes(data) if client.balancer.name == "consistenthash" else None
-            frame = codecs.frame_message(data, client.codec(compression),
+            frame = frame_message(data, client.codec(compression),
                                          client.max_send_message_size)
         if client.policy.name == "forking" and not self.request_streaming:
             result = self._fork(request, deadline, metadata, compression, with_call, key, frame)
@@ -796,7 +796,7 @@ class Client:
         self.connect_timeout = connect_timeout
         self.max_receive_message_size = max_receive_message_size
         self.max_send_message_size = max_send_message_size
-        self.compression = codecs.codec_name(compression) or reference.compression
+        self.compression = codec_name(compression) or reference.compression
         self.codec()  # fail fast on an unknown name
         self.keepalive_time = keepalive_time
         self.keepalive_timeout = keepalive_timeout
@@ -855,15 +855,15 @@ class Client:
 
     # -- connections ---------------------------------------------------------------
 
-    def codec(self, name: Any = None) -> codecs.Codec | None:
+    def codec(self, name: Any = None) -> Codec | None:
         """The codec for a call's requests: the call's choice, else the client's."""
-        return codecs.resolve(codecs.codec_name(name) or self.compression)
+        return resolve(codec_name(name) or self.compression)
 
     def headers(self, path: str, timeout: float | None, metadata: MetadataLike | None,
-                codec: codecs.Codec | None, authority: str) -> list[tuple[str, str]]:
+                codec: Codec | None, authority: str) -> list[tuple[str, str]]:
         return request_headers(path, authority, scheme=self._scheme, timeout=timeout,
                                metadata=encode_metadata(metadata),
-                               accept_encoding=codecs.accept_encoding_header(),
+                               accept_encoding=accept_encoding_header(),
                                encoding=codec.name if codec is not None else None,
                                extra=self._extra_headers)
 

@@ -14,9 +14,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import __version__
+from .._version import __version__
+from ..status import (
+    RpcError,
+    StatusCode,
+    decode_grpc_message,
+    encode_grpc_message,
+    status_from_http,
+)
 from .deadline import encode_timeout, parse_timeout
-from .status import RpcError, StatusCode, decode_grpc_message, encode_grpc_message, status_from_http
 
 __all__ = [
     "USER_AGENT",

@@ -898,7 +898,10 @@ class Client:
         after a failed connect (if none is left, over those not tried)."""
         with self._lock:
             if self._closed:
-                raise UnavailableError(StatusCode.UNAVAILABLE, "client is closed")
+                # Not UNAVAILABLE: that code tells callers and failover to try again.
+                raise RpcError(StatusCode.FAILED_PRECONDITION,
+                               f"the client of {self.reference.service} is closed: "
+                               "calls need a new dubbo.Client")
             endpoints = list(self._endpoints.values())
         if len(endpoints) == 1:
             return endpoints[0]

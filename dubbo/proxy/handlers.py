@@ -30,18 +30,18 @@ class CallType(enum.Enum):
 
 
 def _takes_context(fn: Callable[..., Any]) -> bool:
-    """True when ``fn`` accepts a second positional argument (the call context)."""
+    """True when ``fn`` wants the call context: its second positional parameter is named
+    ``context`` or has no default (``def hi(request, prefix=b"hi ")`` keeps its default),
+    or it takes ``*args`` (a decorator's wrapper, which grpcio would call with two)."""
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
         return False
-    positional = 0
-    for p in params:
-        if p.kind is p.VAR_POSITIONAL:
-            return True
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-            positional += 1
-    return positional >= 2
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) >= 2:
+        second = positional[1]
+        return second.name == "context" or second.default is second.empty
+    return any(p.kind is p.VAR_POSITIONAL for p in params)
 
 
 @dataclass(frozen=True)

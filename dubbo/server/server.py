@@ -61,6 +61,7 @@ from ..wire.metadata import (
     response_headers,
     trailers,
 )
+from . import signals
 from .context import ServicerContext
 from .memory import release_free_memory
 from .workers import WorkerPool
@@ -300,8 +301,12 @@ class ServerCall:
         try:
             data = response if serialize is None else serialize(response)
         except Exception as exc:
+            # The client sees INTERNAL; the bug is the handler's, so its owner reads it here.
+            log.exception("handler %s returned a reply its serializer rejects", self.head.path)
             raise RpcError(StatusCode.INTERNAL, f"Exception serializing response: {exc}") from exc
         if not isinstance(data, (bytes, bytearray, memoryview)):
+            log.error("handler %s returned %s, expected bytes (set response_serializer)",
+                      self.head.path, type(data).__name__)
             raise RpcError(StatusCode.INTERNAL,
                            f"handler returned {type(data).__name__}, expected bytes "
                            "(set response_serializer)")
@@ -820,9 +825,11 @@ class Server:
             sock.bind(address)
             sock.listen(512)
             sock.setblocking(False)
-        except OSError:
+        except OSError as exc:
             sock.close()
-            raise
+            # The same errno (EADDRINUSE stays EADDRINUSE), with the address it is about.
+            raise OSError(exc.errno, f"cannot serve on {host}:{self.config.port}: "
+                                     f"{exc.strerror or exc}") from exc
         self.port = sock.getsockname()[1]
         self._pool = WorkerPool(self.max_workers, min_workers=self.min_workers,
                                 idle_timeout=self.worker_idle_timeout, name="dubbo-worker")
@@ -831,6 +838,7 @@ class Server:
         self._loop.start()
         self._loop.call_soon(lambda: self._loop.register(self._listener))  # type: ignore
         self.timer.call_later(TRIM_INTERVAL, self._trim_memory)
+        signals.install(self)
         log.info("serving %s on %s:%d", ", ".join(self.services), host, self.port)
         return self
 
@@ -942,12 +950,24 @@ class Server:
                 call.cancel(UnavailableError(StatusCode.UNAVAILABLE, "server stopped"))
         if stuck:
             log.warning("%d handler(s) still running after stop()", stuck)
+        signals.release(self)
         self._stopped.set()
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
-        """Block until ``stop()`` has finished (called from another thread or a signal
-        handler); True unless ``timeout`` ran out first."""
-        return self._stopped.wait(timeout)
+        """Block until ``stop()`` has finished; True unless ``timeout`` ran out first.
+
+        Ctrl-C (or SIGTERM, see ``signals``) while waiting stops the server gracefully
+        first: Ctrl-C then returns True, SIGTERM goes on to exit the program.
+        """
+        try:
+            return self._stopped.wait(timeout)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            log.info("stopping on %s", "Ctrl-C" if isinstance(exc, KeyboardInterrupt)
+                     else "SIGTERM")
+            self.stop()
+            if isinstance(exc, SystemExit):
+                raise
+            return True
 
     def __enter__(self) -> Server:
         return self.start()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,8 @@ __all__ = [
 ]
 
 USER_AGENT = f"dubbo-python-triple/{__version__}"
-MetadataLike = Iterable[tuple[str, Any]]
+# Pairs as grpcio takes them, or a dict ({key: value}).
+MetadataLike = Iterable[tuple[str, Any]] | Mapping[str, Any]
 
 _KEY_RE = re.compile(r"[0-9a-z_.\-]+")
 # Headers that carry protocol state, never user metadata (grpc PROTOCOL-HTTP2.md).
@@ -67,7 +68,12 @@ def encode_metadata(metadata: MetadataLike | None) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     if not metadata:
         return out
-    for key, value in metadata:
+    if isinstance(metadata, str | bytes):
+        raise ValueError(f"metadata must be (key, value) pairs or a dict, not {metadata!r}")
+    for item in metadata.items() if isinstance(metadata, Mapping) else metadata:
+        if not (isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], str)):
+            raise ValueError(f"metadata must be (key, value) pairs or a dict; got item {item!r}")
+        key, value = item
         if not key.isascii():
             raise ValueError(f"invalid metadata key {key!r}: use [0-9a-z_.-]")
         key = key.lower()

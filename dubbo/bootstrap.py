@@ -122,7 +122,8 @@ class Dubbo:
             subscription = registry.subscribe(service, providers_changed)
             consumer = registry.register(consumer_url(
                 _local_address(), service, application=self.application_config.name,
-                group=reference.group, version=reference.version, release=__version__),
+                group=reference.group, version=reference.version, release=__version__,
+                extra=self.application_config.url_parameters()),
                 category="consumers")
         except BaseException:
             if subscription is not None:
@@ -178,7 +179,8 @@ class RegisteredServer(Server):
                     methods=list(service.method_handlers),
                     application=self.bootstrap.application_config.name,
                     group=group, version=version, weight=self.config.weight,
-                    release=__version__)
+                    release=__version__,
+                    extra=self.bootstrap.application_config.url_parameters())
                 self._nodes.append(registry.register(url))
 
     def stop(self, grace: float | None = 5.0) -> None:

@@ -175,7 +175,9 @@ class RegistryConfig:
 
 @dataclass
 class ApplicationConfig:
-    """The application's name, sent to providers as ``tri-consumer-appname``."""
+    """The application: its name goes to providers as ``tri-consumer-appname``, and
+    every field set is written into the registry nodes of its providers and consumers
+    under Dubbo Java's keys (``url_parameters``), where admin consoles show them."""
 
     name: str = "dubbo-python"
     version: str | None = None
@@ -183,3 +185,10 @@ class ApplicationConfig:
     organization: str | None = None
     architecture: str | None = None
     environment: str | None = None
+
+    def url_parameters(self) -> dict[str, str]:
+        """The registry URL parameters Dubbo Java's ApplicationConfig writes."""
+        keys = {"application.version": self.version, "owner": self.owner,
+                "organization": self.organization, "architecture": self.architecture,
+                "environment": self.environment}
+        return {"application": self.name, **{k: v for k, v in keys.items() if v}}

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import dubbo
-from dubbo.configs import ReferenceConfig, RegistryConfig, ServiceConfig
+from dubbo.configs import ApplicationConfig, ReferenceConfig, RegistryConfig, ServiceConfig
 from dubbo.proxy.handlers import RpcMethodHandler, RpcServiceHandler
 from dubbo.registry.url import RegistryURL, parse_node
 
@@ -515,6 +515,30 @@ def test_the_registry_url_sets_the_root_folder_the_balancer_and_the_version(zook
     finally:
         for server in servers:
             server.stop(grace=1)
+        boot.close()
+
+
+@pytest.mark.timeout(60)
+def test_the_application_config_is_written_into_provider_and_consumer_nodes(zookeeper):
+    app = ApplicationConfig(name="shop", version="2.1", owner="alice", organization="acme",
+                            environment="test")
+    boot = dubbo.Dubbo(registry_config=RegistryConfig.from_url(zookeeper.url),
+                       application_config=app)
+    server = boot.create_server(ServiceConfig(_service(), host="127.0.0.1", port=0),
+                                unregister_delay=0).start()
+    try:
+        with boot.create_client(ReferenceConfig(protocol="tri", service=SERVICE)):
+            zk = zookeeper.client()
+            for folder in ("providers", "consumers"):
+                [name] = zk.get_children(f"/dubbo/{SERVICE}/{folder}")
+                params = parse_node(name).params
+                assert {k: params.get(k) for k in ("application", "application.version",
+                                                   "owner", "organization", "environment")} \
+                    == {"application": "shop", "application.version": "2.1", "owner": "alice",
+                        "organization": "acme", "environment": "test"}, folder
+                assert "architecture" not in params  # fields left unset are not written
+    finally:
+        server.stop(grace=1)
         boot.close()
 
 

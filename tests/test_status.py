@@ -11,6 +11,7 @@ from dubbo.status import (
     DeadlineExceededError,
     ProtocolError,
     RpcError,
+    SendStalledError,
     StatusCode,
     UnavailableError,
     decode_grpc_message,
@@ -380,3 +381,16 @@ def test_status_from_rst_accepts_int_enums():
 
     assert status_from_rst(ErrorCodes.CANCEL) is StatusCode.CANCELLED
     assert status_from_rst(ErrorCodes.NO_ERROR) is StatusCode.INTERNAL
+
+
+@pytest.mark.parametrize("cls", [CancelledError, DeadlineExceededError, UnavailableError,
+                                 SendStalledError])
+def test_an_error_class_named_for_a_code_carries_only_that_code(cls: type[RpcError]) -> None:
+    # Whoever catches UnavailableError must be able to retry: it is never INTERNAL.
+    assert cls(details="x").code is cls.default_code
+    assert cls(cls.default_code, "x").code is cls.default_code
+    other = StatusCode.INTERNAL
+    with pytest.raises(ValueError, match="error_for"):
+        cls(other, "x")
+    assert RpcError(other, "x").code is other  # the base class takes any code
+    assert error_for(cls.default_code, "x").code is cls.default_code

@@ -431,8 +431,8 @@ class ClientConnection(H2Transport):
         for call in calls:
             if call.endpoint is not None:
                 call.endpoint.call_ended()
-            call.fail(UnavailableError(error.code if error.code is not StatusCode.CANCELLED
-                                       else StatusCode.UNAVAILABLE, error.details))
+            call.fail(error_for(error.code if error.code is not StatusCode.CANCELLED
+                                else StatusCode.UNAVAILABLE, error.details))
         self._on_idle(self)
 
 

@@ -149,7 +149,7 @@ def provider_url(protocol: str, host: str, port: int, service: str, *,
 
 def consumer_url(host: str, service: str, *, application: str, group: str | None = None,
                  version: str | None = None, methods: list[str] | None = None,
-                 release: str = "") -> RegistryURL:
+                 release: str = "", extra: Mapping[str, str] | None = None) -> RegistryURL:
     """The node a consumer writes under ``consumers/`` (as Java does; nothing reads it
     but operators' tools)."""
     params = {
@@ -169,4 +169,5 @@ def consumer_url(host: str, service: str, *, application: str, group: str | None
         params["group"] = group
     if version:
         params["version"] = version
+    params.update(extra or {})
     return RegistryURL("consumer", host, 0, service, params)

@@ -25,7 +25,8 @@ from ..proxy.handlers import RpcMethodHandler, RpcServiceHandler
 from ..status import RpcError, StatusCode
 from ._protobuf import message_class
 
-__all__ = ["OVERALL", "SERVICE_NAME", "HealthServicer", "ServingStatus"]
+__all__ = ["MESSAGES", "OVERALL", "SERVICE_NAME", "HealthServicer", "ServingStatus", "check",
+           "watch"]
 
 SERVICE_NAME = "grpc.health.v1.Health"
 OVERALL = ""  # the service name that stands for the whole server
@@ -35,6 +36,16 @@ WATCH_RECHECK = 5.0
 
 _REQUEST = "grpc.health.v1.HealthCheckRequest"
 _RESPONSE = "grpc.health.v1.HealthCheckResponse"
+# The message classes, as attributes of this module made on first use:
+# ``from dubbo.services.health import HealthCheckRequest``.
+MESSAGES = ("HealthCheckRequest", "HealthCheckResponse", "HealthListRequest",
+            "HealthListResponse")
+
+
+def __getattr__(name: str) -> Any:
+    if name in MESSAGES:
+        return message_class(f"grpc.health.v1.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ServingStatus(enum.IntEnum):
@@ -173,6 +184,23 @@ class HealthServicer:
                                    _serialize),
             RpcMethodHandler.server_stream(self.Watch, "Watch", request, _serialize),
         ])
+
+
+def check(client: Any, service: str = OVERALL, timeout: float | None = 5.0) -> ServingStatus:
+    """Ask a server how ``service`` is (``""``: the whole server) over ``client``, a
+    ``dubbo.Client`` for ``grpc.health.v1.Health``. Raises RpcError (NOT_FOUND for a
+    service the server does not know)."""
+    call = client.unary("Check", _serialize, _deserializer(_RESPONSE))
+    return ServingStatus(call(message_class(_REQUEST)(service=service), timeout=timeout).status)
+
+
+def watch(client: Any, service: str = OVERALL,
+          timeout: float | None = None) -> Iterator[ServingStatus]:
+    """``service``'s status now and on each change, until the server ends the call
+    (it stops) or ``timeout`` passes (then RpcError DEADLINE_EXCEEDED)."""
+    call = client.server_stream("Watch", _serialize, _deserializer(_RESPONSE))
+    for response in call(message_class(_REQUEST)(service=service), timeout=timeout):
+        yield ServingStatus(response.status)
 
 
 def _serialize(message: Any) -> bytes:

@@ -21,12 +21,23 @@ from ..status import StatusCode
 from ._descriptors import FILES as BUILTIN_FILES
 from ._protobuf import message_class
 
-__all__ = ["SERVICE_NAMES", "ReflectionServicer"]
+__all__ = ["MESSAGES", "SERVICE_NAMES", "ReflectionServicer"]
 
 log = logging.getLogger("dubbo.reflection")
 
 SERVICE_NAMES = ("grpc.reflection.v1.ServerReflection",
                  "grpc.reflection.v1alpha.ServerReflection")
+# grpc.reflection.v1's message classes, as attributes of this module made on first
+# use: ``from dubbo.services.reflection import ServerReflectionRequest``.
+MESSAGES = ("ServerReflectionRequest", "ServerReflectionResponse", "ExtensionRequest",
+            "FileDescriptorResponse", "ExtensionNumberResponse", "ListServiceResponse",
+            "ServiceResponse", "ErrorResponse")
+
+
+def __getattr__(name: str) -> Any:
+    if name in MESSAGES:
+        return message_class(f"grpc.reflection.v1.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _FileIndex:

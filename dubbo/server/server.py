@@ -726,8 +726,9 @@ class Server:
         self.config = service_config
         # service name -> {(group, version): handler}; filled before start(), read-only after.
         self.services: dict[str, dict[tuple[str | None, str | None], RpcServiceHandler]] = {}
-        self.add_service(service_config.service_handler, group=service_config.group,
-                         version=service_config.version)
+        if service_config.service_handler is not None:  # None: grpcio-style, added later
+            self.add_service(service_config.service_handler, group=service_config.group,
+                             version=service_config.version)
         self.max_workers = max_workers
         self.max_pending_calls = max_pending_calls
         self.max_concurrent_streams = max_concurrent_streams

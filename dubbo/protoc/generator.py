@@ -18,7 +18,7 @@ Names the generated code needs for itself start with an underscore or end in ``S
 from __future__ import annotations
 
 import keyword
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from google.protobuf import descriptor_pb2
@@ -32,6 +32,7 @@ __all__ = [
     "generate_file",
     "output_name",
     "pb2_module",
+    "python_names",
 ]
 
 # Option names --dubbo_opt understands; none yet, so any given one is refused by name.
@@ -71,12 +72,25 @@ def _alias(module: str) -> str:
     return module.replace("_", "__").replace(".", "_dot_")
 
 
-def python_name(method: str, taken: set[str]) -> str:
-    """The Python name of an rpc: its own, unless Python or our classes need it."""
-    name = method
-    while keyword.iskeyword(name) or name in _RESERVED or name in taken:
-        name += "_"
-    return name
+def _usable(name: str) -> bool:
+    return not keyword.iskeyword(name) and name not in _RESERVED
+
+
+def python_names(methods: Iterable[str]) -> dict[str, str]:
+    """The Python name of each rpc: its own, unless Python or our classes need it; then
+    with underscores added until it is no other rpc's name (``def`` -> ``def_``, or
+    ``def__`` when the service also has a ``def_``)."""
+    methods = list(methods)
+    taken = {name for name in methods if _usable(name)}
+    names = {}
+    for method in methods:
+        name = method
+        if not _usable(name):
+            while not _usable(name) or name in taken:
+                name += "_"
+            taken.add(name)
+        names[method] = name
+    return names
 
 
 @dataclass(frozen=True)
@@ -214,7 +228,7 @@ def generate_file(file: descriptor_pb2.FileDescriptorProto,
     for s, service in enumerate(file.service):
         full = f"{file.package}.{service.name}" if file.package else service.name
         methods: list[_Method] = []
-        taken: set[str] = set()
+        py_names = python_names(method.name for method in service.method)
         for m, method in enumerate(service.method):
             types = []
             for type_name in (method.input_type, method.output_type):
@@ -224,11 +238,9 @@ def generate_file(file: descriptor_pb2.FileDescriptorProto,
                                          f"{type_name.lstrip('.')}, which no file defines")
                 imports.add(message.module)
                 types.append(f"{_alias(message.module)}.{message.path}")
-            py = python_name(method.name, taken)
-            taken.add(py)
             level = method.options.idempotency_level
             methods.append(_Method(
-                method.name, py, types[0], types[1], method.client_streaming,
+                method.name, py_names[method.name], types[0], types[1], method.client_streaming,
                 method.server_streaming, level in (descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
                                                    descriptor_pb2.MethodOptions.IDEMPOTENT),
                 comments.get((_FILE_SERVICE, s, _SERVICE_METHOD, m), "")))
@@ -369,10 +381,3 @@ def _servicer(w: _Writer, name: str, full: str, doc: str, methods: list[_Method]
     w("    server.add_service(servicer.service_handler(), group=group, version=version)",
       "", "")
 
-
-def files_to_generate(request: plugin_pb2.CodeGeneratorRequest) -> Iterator[str]:
-    """The output names ``generate`` would write (for callers that plan ahead)."""
-    by_name = {file.name: file for file in request.proto_file}
-    for name in request.file_to_generate:
-        if by_name[name].service:
-            yield output_name(name)

@@ -425,8 +425,9 @@ BAD = """\
 
 
 def test_mypy_strict_sees_the_message_types(out: Path, tmp_path: Path) -> None:
-    """A correct program passes ``mypy --strict`` (generated code included); wrong
-    request types, reply types, keywords and method names are errors."""
+    """A correct program (and samples/generated) passes ``mypy --strict``, generated
+    code included; wrong request types, reply types, keywords and method names are
+    errors."""
     pytest.importorskip("mypy")
     (tmp_path / "good.py").write_text(textwrap.dedent(GOOD))
     (tmp_path / "bad.py").write_text(textwrap.dedent(BAD))
@@ -434,10 +435,12 @@ def test_mypy_strict_sees_the_message_types(out: Path, tmp_path: Path) -> None:
     # re-checked (they are, by the project's own mypy run).
     (tmp_path / "mypy.ini").write_text("[mypy]\nstrict = True\n\n"
                                        "[mypy-dubbo.*]\nfollow_imports = silent\n")
-    env = _env(MYPYPATH=os.pathsep.join((str(REPO), str(out))))
+    sample = REPO / "samples" / "generated"  # its server and client are checked too
+    env = _env(MYPYPATH=os.pathsep.join((str(REPO), str(out), str(sample / "gen"))))
     done = _run([sys.executable, "-m", "mypy", "--config-file", "mypy.ini",
                  "--cache-dir", str(tmp_path / "cache"), "--no-error-summary",
-                 "--hide-error-context", "--no-pretty", "good.py", "bad.py"],
+                 "--hide-error-context", "--no-pretty", "good.py", "bad.py",
+                 str(sample / "server.py"), str(sample / "client.py")],
                 cwd=tmp_path, env=env)
     errors = [line for line in done.stdout.splitlines() if ": error:" in line]
     assert not [e for e in errors if not e.startswith("bad.py:")], done.stdout + done.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from typing import BinaryIO, TextIO
 
+from google.protobuf.compiler import plugin_pb2
 from google.protobuf.message import DecodeError
 
 from .._version import __version__
@@ -28,8 +29,6 @@ writes out/x_dubbo.py (typed stubs and servicers) next to protobuf's out/x_pb2.p
 
 def run(stdin: BinaryIO, stdout: BinaryIO, stderr: TextIO) -> int:
     """One plugin call on the given streams; the exit status."""
-    from google.protobuf.compiler import plugin_pb2
-
     data = stdin.read()
     try:
         request = plugin_pb2.CodeGeneratorRequest.FromString(data)

@@ -9,6 +9,7 @@ samples/demo.py runs alone on a free port and must finish by itself.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -116,6 +117,16 @@ def _greeting_requests(*names: str) -> list[str]:
             id="server_stream",
         ),
         pytest.param(
+            # .proto -> python -m dubbo.protoc -> server and client on the generated code
+            "generated",
+            _greeting_replies(
+                "hello, dubbo-python", "hello, alice and bob", "hello #1, carol",
+                "hello #2, carol", "hello, dave", "hello, erin", "hello, frank (status OK)",
+            ),
+            _greeting_requests("dubbo-python", "alice", "bob", "carol", "dave", "erin", "frank"),
+            id="generated",
+        ),
+        pytest.param(
             # The user's example from the streaming docs, as written.
             "bidi_stream",
             _greeting_replies("hello", "world", "from", "dubbo-python"),
@@ -175,6 +186,25 @@ def test_sample(folder: str, client_lines: list[str], server_lines: list[str]) -
         assert _lines(out, "Received message from") == server_lines, out
     finally:
         _stop(server)
+
+
+@pytest.mark.parametrize("script", ["proto/generate.sh", "generated/generate.sh"])
+def test_committed_stubs_are_what_the_generator_writes(script: str, tmp_path: Path) -> None:
+    """Each sample's committed *_dubbo.py is what its generate.sh writes today (the
+    first line, naming the versions that wrote it, aside)."""
+    shutil.copytree(SAMPLES / Path(script).parent, tmp_path / "copy")
+    for old in (tmp_path / "copy").rglob("*_dubbo.py"):
+        old.unlink()
+    env = dict(_env(), PATH=os.pathsep.join((os.path.dirname(sys.executable),
+                                             os.environ.get("PATH", ""))))
+    done = subprocess.run(["bash", str(tmp_path / "copy" / Path(script).name)], env=env,
+                          capture_output=True, text=True, timeout=CLIENT_TIMEOUT, check=False)
+    assert done.returncode == 0, done.stderr
+    committed = sorted((SAMPLES / Path(script).parent).rglob("*_dubbo.py"))
+    assert committed
+    for path in committed:
+        fresh = tmp_path / "copy" / path.relative_to(SAMPLES / Path(script).parent)
+        assert fresh.read_text().split("\n", 1)[1] == path.read_text().split("\n", 1)[1], path
 
 
 def test_demo() -> None:

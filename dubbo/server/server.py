@@ -734,8 +734,9 @@ class Server:
         self.config = service_config
         # service name -> {(group, version): handler}; filled before start(), read-only after.
         self.services: dict[str, dict[tuple[str | None, str | None], RpcServiceHandler]] = {}
-        self.add_service(service_config.service_handler, group=service_config.group,
-                         version=service_config.version)
+        if service_config.service_handler is not None:  # None: grpcio-style, added later
+            self.add_service(service_config.service_handler, group=service_config.group,
+                             version=service_config.version)
         # Served besides self.services (and never registered): grpc.health.v1.Health,
         # and with reflection=True grpc.reflection.v1/v1alpha. Read-only after start().
         self.health = HealthServicer()

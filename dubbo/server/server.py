@@ -9,8 +9,8 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import h2.errors
 import h2.events
@@ -65,6 +65,9 @@ from .context import ServicerContext
 from .memory import release_free_memory
 from .workers import WorkerPool
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ..interceptors.base import ServerInterceptor
+
 __all__ = ["Server"]
 
 log = logging.getLogger("dubbo.server")
@@ -92,7 +95,7 @@ class ServerCall:
     __slots__ = ("transport", "stream_id", "head", "handler", "inbox", "deadline",
                  "headers_sent", "finished", "cancelled", "remote_closed", "context",
                  "_initial_metadata", "_trailing_metadata", "_callbacks", "server", "timer",
-                 "response_codec", "writer")
+                 "response_codec", "writer", "final_status")
 
     def __init__(self, server: Server, transport: ServerConnection, stream_id: int,
                  head: RequestHead, handler: RpcMethodHandler) -> None:
@@ -123,6 +126,7 @@ class ServerCall:
         self._trailing_metadata: list[tuple[str, str]] = []
         self._callbacks: list[Callable[[], Any]] | None = []
         self.timer: TimerHandle | None = None
+        self.final_status: tuple[StatusCode, str] | None = None  # the status it ended with
         if head.timeout is not None:
             self.timer = server.timer.call_later(head.timeout, self.expire)
 
@@ -149,6 +153,7 @@ class ServerCall:
             # Even after the status went out (bad input answered early), the handler
             # may still be reading: it must be stopped too.
             self.cancelled = error
+            self.final_status = self.final_status or (error.code, error.details)
             self.transport.lock.notify_all()
         self.inbox.fail(error)
         self._run_callbacks(elsewhere=True)  # cancel() runs on the reader thread
@@ -170,6 +175,7 @@ class ServerCall:
                 return
             self.cancelled = error  # first, so a send in progress stops at its next check
             self.finished = True
+            self.final_status = self.final_status or (error.code, error.details)
             try:
                 transport.conn.send_headers(
                     self.stream_id, self._final_trailers(error.code, error.details),
@@ -330,7 +336,7 @@ class ServerCall:
                                  trailers=self._final_trailers(self.context.code or StatusCode.OK,
                                                                self.context.details),
                                  send_timeout=self.server.send_timeout)
-        self._closed_by_us()
+        self._closed_by_us(self.context.code or StatusCode.OK, self.context.details)
 
     def _final_trailers(self, code: StatusCode, details: str) -> list[tuple[str, str]]:
         return trailers(code, details, self._trailing_metadata,
@@ -349,7 +355,7 @@ class ServerCall:
                 return
             except RpcError:
                 return
-            self._closed_by_us()
+            self._closed_by_us(code, details)
             return
         with self.transport.lock:
             if self.finished or self.cancelled is not None or self.transport.closed:
@@ -364,7 +370,7 @@ class ServerCall:
             self.transport.flush()
         except RpcError:
             return
-        self._closed_by_us()
+        self._closed_by_us(code, details)
 
     def _fail(self, code: StatusCode, details: str, trailing_metadata: Any = None) -> None:
         """End the call with an error status. Never raises: a call must always end
@@ -377,11 +383,12 @@ class ServerCall:
             code, details = StatusCode.INTERNAL, f"invalid trailing metadata: {exc}"
         self.finish(code, details)
 
-    def _closed_by_us(self) -> None:
+    def _closed_by_us(self, code: StatusCode, details: str) -> None:
         # Early server closure: if the client is still sending, tell it to stop
         # (RST_STREAM NO_ERROR after the trailers, grpc "Early Server Closure").
         with self.transport.lock:
             self.finished = True
+            self.final_status = self.final_status or (code, details)
             remote_open = not self.remote_closed
         if remote_open:
             self.transport.reset_stream(self.stream_id, h2.errors.ErrorCodes.NO_ERROR)
@@ -718,12 +725,15 @@ class Server:
                  max_header_list_size: int = DEFAULT_MAX_HEADER_LIST_SIZE,
                  worker_idle_timeout: float | None = DEFAULT_WORKER_IDLE_TIMEOUT,
                  min_workers: int = 0,
-                 flood_limits: FloodLimits | None = None) -> None:
+                 flood_limits: FloodLimits | None = None,
+                 interceptors: Sequence[ServerInterceptor] = ()) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self.config = service_config
+        # Around every method of every service added (dubbo/interceptors), first outermost.
+        self.interceptors = tuple(interceptors)
         # service name -> {(group, version): handler}; filled before start(), read-only after.
         self.services: dict[str, dict[tuple[str | None, str | None], RpcServiceHandler]] = {}
         self.add_service(service_config.service_handler, group=service_config.group,
@@ -772,6 +782,9 @@ class Server:
     def add_service(self, service: RpcServiceHandler, group: str | None = None,
                     version: str | None = None) -> None:
         """Serve one more service (or another group/version of one); before start()."""
+        if self.interceptors:
+            from ..interceptors.server import intercept_service
+            service = intercept_service(service, self.interceptors)
         self.services.setdefault(service.service_name, {})[(group or None, version or None)] = \
             service
 

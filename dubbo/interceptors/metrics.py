@@ -93,8 +93,9 @@ _registered_lock = threading.Lock()
 
 
 def _metrics(side: str, registry: Any, buckets: Sequence[float]) -> _Metrics:
+    prometheus = _prometheus()  # first: without it, say what to install
     if registry is None:
-        registry = _prometheus().REGISTRY
+        registry = prometheus.REGISTRY
     with _registered_lock:
         per_side = _registered.setdefault(registry, {})
         metrics = per_side.get(side)

@@ -444,8 +444,8 @@ class ServerCall:
                     result.close()  # run the handler generator's finally blocks now
                 except Exception:
                     log.exception("closing the handler of %s failed", self.head.path)
+            self._run_callbacks()  # before the call counts as done: stop() waits for them
             self.transport.call_done(self)
-            self._run_callbacks()
             self._break_cycles()
 
     def _break_cycles(self) -> None:

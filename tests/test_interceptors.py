@@ -239,6 +239,22 @@ def test_client_interceptors_wrap_every_kind_first_outermost(serve, connect):
             ("done", "inner"), ("done", "outer")]
 
 
+def test_every_call_form_goes_through_the_chain(serve, connect):
+    recorder = Recorder("r", [])
+    client = connect(serve().port, [recorder])
+    reply, call = client.unary("plain").with_call(b"a", 5, None, "gzip")
+    assert reply == b"a" and call.code() is StatusCode.OK
+    reply, call = client.client_stream("join").with_call(iter([b"b"]), timeout=5)
+    assert reply == b"b"
+    assert client.unary("plain")(b"c", 5, [("x-k", "v")], False, "gzip") == b"c"
+    replies = client.server_stream("split")(b"d", 5, None, "gzip")
+    with replies:
+        assert list(replies) == [b"d"]
+    assert replies.code() is StatusCode.OK and replies.trailing_metadata() == []
+    assert {m: r.code for m, r in recorder.results.items()} == {
+        "plain": StatusCode.OK, "join": StatusCode.OK, "split": StatusCode.OK}
+
+
 def test_streaming_interceptors_may_wrap_both_iterators(serve, connect):
     seen = []
 

@@ -70,14 +70,13 @@ class _SingleReplyCalls:
     _interceptors: tuple[ClientInterceptor, ...]
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Any = None,
-                 with_call: bool = False, **kwargs: Any) -> Any:
+                 with_call: bool = False, *args: Any, **kwargs: Any) -> Any:
         method = cast(_Method, self)
         call = _new_call(method, metadata, timeout)
         invoke = super().__call__  # type: ignore[misc]
 
         def core(req: Any) -> Any:
-            reply, rpc = invoke(req, timeout=call.timeout, metadata=call.metadata,
-                                with_call=True, **kwargs)
+            reply, rpc = invoke(req, call.timeout, call.metadata, True, *args, **kwargs)
             call.call = rpc if rpc is not None else _FAILSAFE
             return reply
 
@@ -103,13 +102,13 @@ class _StreamingCalls:
     _interceptors: tuple[ClientInterceptor, ...]
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Any = None,
-                 **kwargs: Any) -> InterceptedResponseIterator:
+                 *args: Any, **kwargs: Any) -> InterceptedResponseIterator:
         method = cast(_Method, self)
         call = _new_call(method, metadata, timeout)
         invoke = super().__call__  # type: ignore[misc]
 
         def core(req: Any) -> Any:
-            call.call = invoke(req, timeout=call.timeout, metadata=call.metadata, **kwargs)
+            call.call = invoke(req, call.timeout, call.metadata, *args, **kwargs)
             return call.call
 
         try:

@@ -285,3 +285,59 @@ def test_registry_sample(zookeeper) -> None:
             if provider.poll() is None:
                 provider.kill()
                 provider.communicate(timeout=10)
+
+
+# samples/interceptors/*.py -> regular expressions that must each match a line of stdout
+INTERCEPTOR_SAMPLES = {
+    "interceptors": [
+        r"client: 'hello alice', x-served-by = sample$",
+        r"server: greet ended OK$",
+        r"server /org\.apache\.dubbo\.samples\.Greeter/greet OK \d+\.\d ms "
+        r"peer=ipv4:127\.0\.0\.1:\d+$",
+        r"client: \['tick 0', 'tick 1', 'tick 2'\]$",
+        r"client without a token: UNAUTHENTICATED 'missing bearer token'$",
+        r"server /org\.apache\.dubbo\.samples\.Greeter/greet UNAUTHENTICATED "
+        r"'missing bearer token' \d+\.\d ms peer=ipv4:127\.0\.0\.1:\d+$",
+    ],
+    "metrics": [
+        r'grpc_server_handled_total\{grpc_code="OK",grpc_method="greet",'
+        r'grpc_service="org\.apache\.dubbo\.samples\.Greeter",grpc_type="UNARY"\} 2\.0$',
+        r'grpc_server_handled_total\{grpc_code="NOT_FOUND",grpc_method="fail",.* 1\.0$',
+        r'grpc_client_handled_total\{grpc_code="OK",grpc_method="greet",.* 2\.0$',
+        r'grpc_server_handling_seconds_count\{grpc_method="greet",.* 2\.0$',
+    ],
+    "tracing": [
+        r"server: traceparent = 00-[0-9a-f]{32}-[0-9a-f]{16}-0[13]$",
+        r"span: org\.apache\.dubbo\.samples\.Greeter/greet kind=CLIENT .* status_code=0$",
+        r"span: org\.apache\.dubbo\.samples\.Greeter/greet kind=SERVER .* status_code=0$",
+    ],
+}
+
+
+def test_every_interceptor_sample_is_checked() -> None:
+    on_disk = sorted(p.stem for p in (SAMPLES / "interceptors").glob("*.py"))
+    assert on_disk == sorted(INTERCEPTOR_SAMPLES)
+
+
+@pytest.mark.parametrize("name", sorted(INTERCEPTOR_SAMPLES))
+def test_interceptor_sample(name: str) -> None:
+    import re
+
+    try:
+        done = subprocess.run(
+            [sys.executable, str(SAMPLES / "interceptors" / f"{name}.py")],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=REPO,
+            env=_env(), timeout=CLIENT_TIMEOUT, check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{name}.py did not finish within {CLIENT_TIMEOUT} s\n{exc.stdout}")
+    report = f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert done.returncode == 0, report
+    lines = done.stdout.splitlines()
+    missing = [p for p in INTERCEPTOR_SAMPLES[name] if not any(re.match(p, x) for x in lines)]
+    assert not missing, f"{name}.py did not print lines matching {missing}\n{report}"
+    if name == "tracing":  # one trace: the server span's parent is the client span
+        spans = {m.group(1): m for m in (re.match(
+            r"span: \S+ kind=(\w+) trace=(\w+) id=(\w+) parent=(\w+)", x) for x in lines) if m}
+        assert spans["SERVER"].group(4) == spans["CLIENT"].group(3)
+        assert spans["SERVER"].group(2) == spans["CLIENT"].group(2) == spans["INTERNAL"].group(2)

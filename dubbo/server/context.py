@@ -85,6 +85,11 @@ class ServicerContext:
         """Run ``callback()`` when the call ends, however it ends."""
         return self._call.add_callback(callback)
 
+    def final_status(self) -> tuple[StatusCode, str] | None:
+        """The status the call ended with (sent, or the client's cancel), for
+        interceptors' add_callback functions; None while it runs."""
+        return self._call.final_status
+
     def send_initial_metadata(self, metadata: MetadataLike) -> None:
         self._call.send_initial_metadata(metadata)
 

@@ -9,8 +9,8 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import h2.errors
 import h2.events
@@ -68,6 +68,9 @@ from .context import ServicerContext
 from .memory import release_free_memory
 from .workers import WorkerPool
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ..interceptors.base import ServerInterceptor
+
 __all__ = ["Server"]
 
 log = logging.getLogger("dubbo.server")
@@ -95,7 +98,7 @@ class ServerCall:
     __slots__ = ("transport", "stream_id", "head", "handler", "inbox", "deadline",
                  "headers_sent", "finished", "cancelled", "remote_closed", "context",
                  "_initial_metadata", "_trailing_metadata", "_callbacks", "server", "timer",
-                 "response_codec", "writer")
+                 "response_codec", "writer", "final_status")
 
     def __init__(self, server: Server, transport: ServerConnection, stream_id: int,
                  head: RequestHead, handler: RpcMethodHandler) -> None:
@@ -126,6 +129,7 @@ class ServerCall:
         self._trailing_metadata: list[tuple[str, str]] = []
         self._callbacks: list[Callable[[], Any]] | None = []
         self.timer: TimerHandle | None = None
+        self.final_status: tuple[StatusCode, str] | None = None  # the status it ended with
         if head.timeout is not None:
             self.timer = server.timer.call_later(head.timeout, self.expire)
 
@@ -152,6 +156,7 @@ class ServerCall:
             # Even after the status went out (bad input answered early), the handler
             # may still be reading: it must be stopped too.
             self.cancelled = error
+            self.final_status = self.final_status or (error.code, error.details)
             self.transport.lock.notify_all()
         self.inbox.fail(error)
         self._run_callbacks(elsewhere=True)  # cancel() runs on the reader thread
@@ -173,6 +178,7 @@ class ServerCall:
                 return
             self.cancelled = error  # first, so a send in progress stops at its next check
             self.finished = True
+            self.final_status = self.final_status or (error.code, error.details)
             try:
                 transport.conn.send_headers(
                     self.stream_id, self._final_trailers(error.code, error.details),
@@ -337,7 +343,7 @@ class ServerCall:
                                  trailers=self._final_trailers(self.context.code or StatusCode.OK,
                                                                self.context.details),
                                  send_timeout=self.server.send_timeout)
-        self._closed_by_us()
+        self._closed_by_us(self.context.code or StatusCode.OK, self.context.details)
 
     def _final_trailers(self, code: StatusCode, details: str) -> list[tuple[str, str]]:
         return trailers(code, details, self._trailing_metadata,
@@ -356,7 +362,7 @@ class ServerCall:
                 return
             except RpcError:
                 return
-            self._closed_by_us()
+            self._closed_by_us(code, details)
             return
         with self.transport.lock:
             if self.finished or self.cancelled is not None or self.transport.closed:
@@ -371,7 +377,7 @@ class ServerCall:
             self.transport.flush()
         except RpcError:
             return
-        self._closed_by_us()
+        self._closed_by_us(code, details)
 
     def _fail(self, code: StatusCode, details: str, trailing_metadata: Any = None) -> None:
         """End the call with an error status. Never raises: a call must always end
@@ -384,11 +390,12 @@ class ServerCall:
             code, details = StatusCode.INTERNAL, f"invalid trailing metadata: {exc}"
         self.finish(code, details)
 
-    def _closed_by_us(self) -> None:
+    def _closed_by_us(self, code: StatusCode, details: str) -> None:
         # Early server closure: if the client is still sending, tell it to stop
         # (RST_STREAM NO_ERROR after the trailers, grpc "Early Server Closure").
         with self.transport.lock:
             self.finished = True
+            self.final_status = self.final_status or (code, details)
             remote_open = not self.remote_closed
         if remote_open:
             self.transport.reset_stream(self.stream_id, h2.errors.ErrorCodes.NO_ERROR)
@@ -444,8 +451,8 @@ class ServerCall:
                     result.close()  # run the handler generator's finally blocks now
                 except Exception:
                     log.exception("closing the handler of %s failed", self.head.path)
+            self._run_callbacks()  # before the call counts as done: stop() waits for them
             self.transport.call_done(self)
-            self._run_callbacks()
             self._break_cycles()
 
     def _break_cycles(self) -> None:
@@ -726,12 +733,15 @@ class Server:
                  worker_idle_timeout: float | None = DEFAULT_WORKER_IDLE_TIMEOUT,
                  min_workers: int = 0,
                  flood_limits: FloodLimits | None = None,
-                 reflection: bool = False) -> None:
+                 reflection: bool = False,
+                 interceptors: Sequence[ServerInterceptor] = ()) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self.config = service_config
+        # Around every method of every service added (dubbo/interceptors), first outermost.
+        self.interceptors = tuple(interceptors)
         # service name -> {(group, version): handler}; filled before start(), read-only after.
         self.services: dict[str, dict[tuple[str | None, str | None], RpcServiceHandler]] = {}
         if service_config.service_handler is not None:  # None: grpcio-style, added later
@@ -792,6 +802,9 @@ class Server:
     def add_service(self, service: RpcServiceHandler, group: str | None = None,
                     version: str | None = None) -> None:
         """Serve one more service (or another group/version of one); before start()."""
+        if self.interceptors:
+            from ..interceptors.server import intercept_service
+            service = intercept_service(service, self.interceptors)
         self.services.setdefault(service.service_name, {})[(group or None, version or None)] = \
             service
 

@@ -24,9 +24,10 @@ whether our end must also reset a client still sending is read off the table:
     any live state ──PEER_RESET/LOST/DEADLINE/SEND_STALLED/BAD_INPUT/CANCEL_LOCALLY──►
                                         CANCELLED       (``cancel_error`` says why)
 
-Not thread-safe: the owner guards each instance with one lock (the server holds its
-connection's ``H2Transport.lock`` around every call here, except ``receive_data``,
-which never changes the state and may be called without it).
+Not thread-safe: the owner guards each instance with one lock. The server holds its
+connection's ``H2Transport.lock`` around every call here once the call is registered
+(before that, ``accept``/``reject``/``refuse`` run on the reader thread alone), except
+``receive_data``, which never changes the state and may be called without it.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import h2.errors
@@ -17,6 +17,7 @@ import h2.events
 import h2.exceptions
 
 from ..configs import ServiceConfig
+from ..grpc_compat import server as grpc_compat
 from ..proxy.handlers import RpcMethodHandler, RpcServiceHandler
 from ..status import (
     CancelledError,
@@ -726,8 +727,9 @@ class Server:
         self.config = service_config
         # service name -> {(group, version): handler}; filled before start(), read-only after.
         self.services: dict[str, dict[tuple[str | None, str | None], RpcServiceHandler]] = {}
-        self.add_service(service_config.service_handler, group=service_config.group,
-                         version=service_config.version)
+        if service_config.service_handler is not None:  # None: grpcio-style, added later
+            self.add_service(service_config.service_handler, group=service_config.group,
+                             version=service_config.version)
         self.max_workers = max_workers
         self.max_pending_calls = max_pending_calls
         self.max_concurrent_streams = max_concurrent_streams
@@ -775,6 +777,21 @@ class Server:
         self.services.setdefault(service.service_name, {})[(group or None, version or None)] = \
             service
 
+    # grpcio GenericRpcHandlers whose methods are known only per call; set before start().
+    generic_handlers: tuple[Any, ...] = ()
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Iterable[Any]) -> None:
+        """grpcio's ``Server.add_generic_rpc_handlers`` (what grpcio-tools'
+        ``add_XServicer_to_server`` calls), so generated servicers run unchanged;
+        before start()."""
+        grpc_compat.add_generic_rpc_handlers(self, generic_rpc_handlers)
+
+    def add_registered_method_handlers(self, service_name: str,
+                                       method_handlers: Mapping[str, Any]) -> None:
+        """grpcio's ``Server.add_registered_method_handlers``: ``method_handlers`` maps
+        method names to ``grpc.*_rpc_method_handler(...)``; before start()."""
+        self.add_service(grpc_compat.service_handler(service_name, method_handlers))
+
     def lookup(self, head: RequestHead) -> tuple[RpcMethodHandler | None, str]:
         """The handler for a request, or ``None`` and why.
 
@@ -786,6 +803,9 @@ class Server:
         """
         providers = self.services.get(head.service)
         if providers is None:
+            if self.generic_handlers:
+                handler = grpc_compat.generic_lookup(self.generic_handlers, head)
+                return handler, "" if handler else f"Method not found: {head.path}"
             return None, f"Method not found: {head.path}"
         group = (head.headers.get(b"tri-service-group") or b"").decode("latin-1") or None
         version = (head.headers.get(b"tri-service-version") or b"").decode("latin-1") or None

@@ -18,6 +18,7 @@ from concurrent import futures
 
 import grpc
 import pytest
+import test_tls
 from grpc_tools import protoc
 
 import dubbo
@@ -47,6 +48,8 @@ service Echo {
   rpc NotImplemented (EchoRequest) returns (EchoReply);
 }
 """
+
+pki = test_tls.pki  # the throwaway CA and certificates of the TLS tests, for a TLS channel
 
 SLOW = 10.0  # seconds a "sleep" handler would run if nothing cancelled it
 
@@ -584,3 +587,40 @@ def test_client_errors_and_context_code_on_our_own_api():
     assert info.value.code is StatusCode.FAILED_PRECONDITION
     assert info.value.details() == "not yet" and info.value.details == "not yet"
     assert observed == [(StatusCode.FAILED_PRECONDITION, "not yet")]
+
+
+def test_rich_error_details_through_the_channel(gen):
+    """grpcio-status' helpers work on both ends: abort_with_status in the servicer,
+    rpc_status.from_call on the error a dubbo.Channel raises."""
+    from google.rpc import code_pb2, error_details_pb2, status_pb2
+    from grpc_status import rpc_status
+
+    pb2, pb2_grpc = gen
+    detail = error_details_pb2.ErrorInfo(reason="QUOTA", domain="example.com")
+    packed = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message="slow down")
+    packed.details.add().Pack(detail)
+
+    class Rich(pb2_grpc.EchoServicer):
+        def Unary(self, request, context):
+            context.abort_with_status(rpc_status.to_status(packed))
+
+    srv = dubbo.Server(ServiceConfig(port=0))
+    pb2_grpc.add_EchoServicer_to_server(Rich(), srv)
+    with srv, dubbo.Channel(f"127.0.0.1:{srv.port}") as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            pb2_grpc.EchoStub(channel).Unary(req(gen))
+    status = rpc_status.from_call(info.value)
+    assert status is not None and status.message == "slow down"
+    got = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(got) and got.reason == "QUOTA"
+
+
+def test_channel_over_tls(pki):
+    """ssl_context makes a Channel what grpc.secure_channel is."""
+    from dubbo.transport.tls import client_context, server_context
+
+    srv = dubbo.Server(ServiceConfig(test_tls._echo_service(), port=0),
+                       ssl_context=server_context(pki["server.pem"], pki["server.key"]))
+    with srv, dubbo.Channel(f"127.0.0.1:{srv.port}",
+                            ssl_context=client_context(pki["ca.pem"])) as channel:
+        assert channel.unary_unary(f"/{test_tls.SERVICE}/echo")(b"secret", timeout=10) == b"secret"

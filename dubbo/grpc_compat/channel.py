@@ -90,7 +90,7 @@ class Channel:
 
     ``options`` takes grpc's channel options (message size limits, keepalive, default
     compression); ``compression`` a ``grpc.Compression`` or a name ("gzip").
-    ``ssl_context`` (``dubbo.tls.client_context()``) makes it a TLS channel, like
+    ``ssl_context`` (``dubbo.transport.tls.client_context()``) makes it TLS, like
     ``grpc.secure_channel``. Thread-safe; ``close()`` it (or use ``with``).
     """
 

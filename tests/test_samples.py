@@ -341,3 +341,53 @@ def test_interceptor_sample(name: str) -> None:
             r"span: \S+ kind=(\w+) trace=(\w+) id=(\w+) parent=(\w+)", x) for x in lines) if m}
         assert spans["SERVER"].group(4) == spans["CLIENT"].group(3)
         assert spans["SERVER"].group(2) == spans["CLIENT"].group(2) == spans["INTERNAL"].group(2)
+
+
+def test_grpcio_code_sample() -> None:
+    """samples/grpcio_code: grpcio's generated servicer on dubbo.Server, and grpcio client
+    code over dubbo.Channel; with --grpcio the same client uses grpc.insecure_channel,
+    and prints the same."""
+    if _port_accepts():
+        pytest.fail(f"{HOST}:{PORT} is already in use; the samples need it free")
+    folder = SAMPLES / "grpcio_code"
+    server = subprocess.Popen(
+        [sys.executable, str(folder / "server.py")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=REPO, env=_env(),
+    )
+    try:
+        _wait_until_serving(server)
+        outputs = []
+        for extra in ([], ["--grpcio"]):
+            client = subprocess.run(
+                [sys.executable, str(folder / "client.py"), *extra],
+                stdin=subprocess.DEVNULL, check=False, capture_output=True, text=True,
+                cwd=REPO, env=_env(), timeout=CLIENT_TIMEOUT,
+            )
+            assert client.returncode == 0, (
+                f"client.py {extra} exited with {client.returncode}\n"
+                f"stdout:\n{client.stdout}\nstderr:\n{client.stderr}"
+            )
+            outputs.append(client.stdout)
+        assert outputs[0] == outputs[1]
+        out = outputs[0]
+        assert _lines(out, "Received response:") == _greeting_replies(
+            "hello, dubbo-python (token none)", "hello, with-call (token secret)",
+            "hello, future (token none)", "hello to 2 people: alice, bob",
+            "hello #1, stream", "hello #2, stream", "hello #3, stream", "PING", "PONG",
+        ), out
+        assert "status OK, trailing metadata {'x-served-by': 'dubbo'}" in out
+        assert "Error: INVALID_ARGUMENT: name is required" in out
+
+        try:
+            out, err = server.communicate("\n", timeout=SERVER_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            out, err = _stop(server)
+            pytest.fail(f"server.py still running after Enter\nstdout:\n{out}\nstderr:\n{err}")
+        assert server.returncode == 0, f"stdout:\n{out}\nstderr:\n{err}"
+        names = ["dubbo-python", "with-call", "future", "alice", "bob", "stream", "ping",
+                 "pong", ""]
+        assert _lines(out, "Received message from") == [
+            f"Received message from {name}" for name in names * 2], out
+    finally:
+        _stop(server)

@@ -540,7 +540,9 @@ class _Method:
         self._serialize = request_serializer
         self._deserialize = response_deserializer
         self.idempotent = idempotent
-        self._path = f"/{client.reference.service}/{method_name}"
+        # A full "/pkg.Service/Method" path calls that (dubbo.Channel calls any method).
+        self._path = method_name if method_name.startswith("/") else \
+            f"/{client.reference.service}/{method_name}"
 
     def _serialized(self, request: Any) -> bytes | bytearray | memoryview:
         data = request if self._serialize is None else self._serialize(request)

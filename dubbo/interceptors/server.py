@@ -9,7 +9,7 @@ from typing import Any
 
 from ..proxy.handlers import RpcMethodHandler, RpcServiceHandler
 from ..server.context import ServicerContext
-from ..status import RpcError, StatusCode
+from ..status import Details, RpcError, StatusCode
 from ..wire.metadata import MetadataLike
 from .base import ServerCallInfo, ServerInterceptor, metadata_list, run_chain
 
@@ -150,17 +150,17 @@ class InterceptedContext(ServicerContext):
         self._inner.code = value
 
     @property
-    def details(self) -> str:
+    def details(self) -> Details:
         return self._inner.details
 
     @details.setter
-    def details(self, value: str) -> None:
-        self._inner.details = value
+    def details(self, value: str | None) -> None:
+        self._inner.set_details(value)
 
-    def set_code(self, code: StatusCode) -> None:
+    def set_code(self, code: Any) -> None:
         self._inner.set_code(code)
 
-    def set_details(self, details: str) -> None:
+    def set_details(self, details: str | None) -> None:
         self._inner.set_details(details)
 
     def invocation_metadata(self) -> list[tuple[str, str | bytes]]:

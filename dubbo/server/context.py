@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ..status import RpcError, StatusCode
+from ..status import Details, RpcError, StatusCode
 from ..transport.tls import INSECURE_AUTH_CONTEXT
 from ..wire.compression import codec_name
 from ..wire.metadata import MetadataLike
@@ -28,12 +28,16 @@ def _status_code(code: Any) -> StatusCode:
 
 
 class ServicerContext:
+    """``code`` and ``details`` are what ``set_code``/``set_details`` set: the status of
+    a normal return. Once set, both are also callable (``context.code()``,
+    ``context.details()``, grpcio's spelling); ``code`` is ``None`` until set."""
+
     __slots__ = ("_call", "code", "details")
 
     def __init__(self, call: ServerCall) -> None:
         self._call = call
         self.code: StatusCode | None = None  # set_code(): the status of a normal return
-        self.details: str = ""
+        self.details: Details = Details()
 
     def invocation_metadata(self) -> list[tuple[str, str | bytes]]:
         """The request's metadata: str values, bytes for ``-bin`` keys."""
@@ -96,11 +100,14 @@ class ServicerContext:
     def set_trailing_metadata(self, metadata: MetadataLike) -> None:
         self._call.set_trailing_metadata(metadata)
 
-    def set_code(self, code: StatusCode) -> None:
-        self.code = StatusCode(code)
+    def set_code(self, code: Any) -> None:
+        """The status the call ends with when the handler returns; ours, an int, or a
+        ``grpc.StatusCode``. (Handlers added through ``add_generic_rpc_handlers`` also
+        end with it when they raise, as in grpcio.)"""
+        self.code = _status_code(code)
 
-    def set_details(self, details: str) -> None:
-        self.details = details
+    def set_details(self, details: str | None) -> None:
+        self.details = Details(details or "")
 
     def abort(self, code: Any, details: str = "") -> NoReturn:
         """End the call with ``code`` and ``details``; raises, never returns.

@@ -8,11 +8,12 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..call.server_stream import Event, Send, ServerStream
 from ..configs import ServiceConfig
+from ..grpc_compat import server as grpc_compat
 from ..proxy.handlers import RpcMethodHandler, RpcServiceHandler
 from ..services.health import HealthServicer
 from ..services.reflection import ReflectionServicer
@@ -818,6 +819,21 @@ class Server:
         self.services.setdefault(service.service_name, {})[(group or None, version or None)] = \
             service
 
+    # grpcio GenericRpcHandlers whose methods are known only per call; set before start().
+    generic_handlers: tuple[Any, ...] = ()
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Iterable[Any]) -> None:
+        """grpcio's ``Server.add_generic_rpc_handlers`` (what grpcio-tools'
+        ``add_XServicer_to_server`` calls), so generated servicers run unchanged;
+        before start()."""
+        grpc_compat.add_generic_rpc_handlers(self, generic_rpc_handlers)
+
+    def add_registered_method_handlers(self, service_name: str,
+                                       method_handlers: Mapping[str, Any]) -> None:
+        """grpcio's ``Server.add_registered_method_handlers``: ``method_handlers`` maps
+        method names to ``grpc.*_rpc_method_handler(...)``; before start()."""
+        self.add_service(grpc_compat.service_handler(service_name, method_handlers))
+
     def lookup(self, head: RequestHead) -> tuple[RpcMethodHandler | None, str]:
         """The handler for a request, or ``None`` and why.
 
@@ -831,6 +847,11 @@ class Server:
         if providers is None:  # a built-in service, whatever group or version is asked
             builtin = self.builtin_services.get(head.service)
             handler = None if builtin is None else builtin.method_handlers.get(head.method)
+            if handler is None and self.generic_handlers:  # grpcio's per-call handlers
+                handler = grpc_compat.generic_lookup(self.generic_handlers, head)
+                if handler is not None and self.interceptors:
+                    from ..interceptors.server import intercept_handler
+                    handler = intercept_handler(handler, head.service, self.interceptors)
             return handler, "" if handler else f"Method not found: {head.path}"
         group = (head.headers.get(b"tri-service-group") or b"").decode("latin-1") or None
         version = (head.headers.get(b"tri-service-version") or b"").decode("latin-1") or None

@@ -666,3 +666,29 @@ def test_our_client_with_interceptors_against_a_grpcio_server(grpcio_server, con
     }
     assert {recorder.calls[m].grpc_type for m in ("echo", "join", "split", "chat")} == {
         "UNARY", "CLIENT_STREAM", "SERVER_STREAM", "BIDI_STREAM"}
+
+
+def test_grpcio_generic_handlers_run_inside_the_interceptors() -> None:
+    # grpcio's per-call GenericRpcHandler is resolved at call time, not by add_service:
+    # the auth check must still guard it.
+    class Generic(grpc.GenericRpcHandler):
+        def service(self, handler_call_details):  # type: ignore[no-untyped-def]
+            if handler_call_details.method == "/test.Generic/echo":
+                return grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+            return None
+
+    auth = BearerTokenServerInterceptor(lambda token: token == "secret")
+    server = dubbo.Server(ServiceConfig(host="127.0.0.1", port=0), interceptors=[auth])
+    server.add_generic_rpc_handlers((Generic(),))
+    server.start()
+    try:
+        url = f"tri://127.0.0.1:{server.port}/test.Generic"
+        with dubbo.Client(ReferenceConfig.from_url(url)) as client:
+            with pytest.raises(RpcError) as info:
+                client.unary("echo")(b"x", timeout=5)
+            assert info.value.code is StatusCode.UNAUTHENTICATED
+        token = BearerTokenClientInterceptor("secret")
+        with dubbo.Client(ReferenceConfig.from_url(url), interceptors=[token]) as client:
+            assert client.unary("echo")(b"x", timeout=5) == b"x"
+    finally:
+        server.stop()

@@ -28,13 +28,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-from h2.frame_buffer import FrameBuffer
-from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
 from ..status import (
     CancelledError,
@@ -46,6 +43,7 @@ from ..status import (
 )
 from ..wire.deadline import Deadline
 from ..wire.limits import FloodGuard, FloodLimits
+from .h2_internals import Connection
 from .hpack_cache import CachingDecoder, CachingEncoder
 from .ioloop import IOLoop
 from .timer import Scheduler, TimerHandle
@@ -83,99 +81,20 @@ _FLOOD_KINDS: dict[type, str] = {
 }
 
 
-class _FrameBuffer(FrameBuffer):
-    """h2's frame buffer, checked before it buffers: a frame header declaring more than
-    our SETTINGS_MAX_FRAME_SIZE is refused as soon as its 9 bytes arrive (h2 waits for
-    the whole declared frame first), and a header block (HEADERS + CONTINUATION) may
-    not grow past ``max_header_block`` bytes (h2 only counts its frames)."""
-
-    def __init__(self, server: bool, max_header_block: int) -> None:
-        super().__init__(server=server)
-        self.max_header_block = max_header_block
-        self._header_block_size = 0
-
-    def __next__(self) -> Any:
-        data = self._data
-        if len(data) >= 9:
-            length = int.from_bytes(data[:3], "big")
-            if length > self.max_frame_size:
-                raise h2.exceptions.FrameTooLargeError(
-                    f"frame of {length} bytes declared, max {self.max_frame_size}")
-        return super().__next__()
-
-    def _update_header_buffer(self, f: Any) -> Any:
-        if self._headers_buffer or (f is not None and f.type in (0x01, 0x05)
-                                    and "END_HEADERS" not in f.flags):
-            self._header_block_size = (self._header_block_size if self._headers_buffer
-                                       else 0) + len(getattr(f, "data", b""))
-            if self._header_block_size > self.max_header_block:
-                raise h2.exceptions.DenialOfServiceError(
-                    f"header block over {self.max_header_block} bytes")
-        return super()._update_header_buffer(f)
-
-
-class _H2Connection(h2.connection.H2Connection):
-    """h2's connection minus one cost: ``_receive_frame`` formats ``repr(frame)`` for
-    trace logging on every frame even when logging is off, which hex-dumps DATA
-    payloads (35% of the server's CPU echoing 4 MiB messages, 9% on small unary
-    calls). Same logic otherwise; h2 is pinned to 4.x in setup.cfg. Its HPACK coders
-    remember repeated header blocks (hpack_cache).
-
-    ``streams_limited_by_us``: h2 answers a stream over our MAX_CONCURRENT_STREAMS by
-    tearing down the whole connection, while RFC 9113 §5.1.2 makes it a stream error
-    (a peer may open streams before it has read our SETTINGS; grpclib does). The
-    server refuses such streams itself with REFUSED_STREAM, so h2's count is turned
-    off (it still purges closed streams)."""
-
-    streams_limited_by_us = False
-
-    def __init__(self, config: h2.config.H2Configuration, max_header_list_size: int) -> None:
-        super().__init__(config=config)
-        self.encoder = CachingEncoder()
-        self.decoder = CachingDecoder(max_header_list_size)
-        self.incoming_buffer = _FrameBuffer(not config.client_side, max_header_list_size)
-
-    @property
-    def open_inbound_streams(self) -> int:
-        count = self.count_open_inbound()
-        return 0 if self.streams_limited_by_us else count
-
-    def count_open_inbound(self, before: int | None = None) -> int:
-        """Streams the peer opened that are not closed (h2 purges closed ones here);
-        with ``before``, only those opened before that stream id."""
-        if before is None:
-            return self._open_streams(int(not self.config.client_side))
-        remainder = int(not self.config.client_side)
-        return sum(1 for stream_id, stream in self.streams.items()
-                   if stream_id < before and stream_id % 2 == remainder and stream.open)
-
-    def _receive_frame(self, frame: Any) -> list[h2.events.Event]:
-        events: list[h2.events.Event]  # h2's dispatch table and exceptions are untyped
-        try:
-            frames, events = self._frame_dispatch_table[frame.__class__](frame)
-        except h2.exceptions.StreamClosedError as exc:
-            # Closed by RST_STREAM: answer with RST_STREAM; otherwise a connection error.
-            if not self._stream_is_closed_by_reset(exc.stream_id):
-                raise
-            self._prepare_for_sending([_rst_frame(exc.stream_id, exc.error_code)])
-            events = exc._events
-            return events
-        except h2.exceptions.StreamIDTooLowError as exc:
-            if self._stream_is_closed_by_reset(exc.stream_id):
-                self._prepare_for_sending(
-                    [_rst_frame(exc.stream_id, h2.errors.ErrorCodes.STREAM_CLOSED)])
-                return []
-            if self._stream_is_closed_by_end(exc.stream_id):
-                raise h2.exceptions.StreamClosedError(exc.stream_id) from exc
-            raise
-        self._prepare_for_sending(frames)
-        return events
-
-
-def _rst_frame(stream_id: int, error_code: int) -> RstStreamFrame:
-    frame = RstStreamFrame(stream_id)
-    frame.error_code = error_code
-    return frame
+def new_h2_connection(config: h2.config.H2Configuration, max_header_list_size: int,
+                      max_concurrent_streams: int | None = None) -> Connection:
+    """An h2 connection with our settings in force from the preface on, our HPACK
+    coders (hpack_cache) and a frame buffer that bounds what a peer makes us buffer
+    (h2_internals holds what this takes of h2's private parts)."""
+    settings = {
+        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+        h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
+        h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,
+    }
+    if max_concurrent_streams is not None:
+        settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = max_concurrent_streams
+    return Connection(config, settings, CachingEncoder(), CachingDecoder(max_header_list_size),
+                      max_header_block=max_header_list_size)
 
 
 def peer_name(family: int, address: tuple[Any, ...]) -> str:
@@ -214,10 +133,8 @@ class H2Transport:
                  max_header_list_size: int = DEFAULT_MAX_HEADER_LIST_SIZE,
                  max_send_buffer: int = DEFAULT_MAX_SEND_BUFFER,
                  flood_limits: FloodLimits | None = None) -> None:
-        try:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):  # not a socketpair (AF_UNIX)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # not TCP (a socketpair in tests)
-            pass
         sock.setblocking(False)
         self.sock = sock
         self.loop = loop
@@ -236,7 +153,7 @@ class H2Transport:
             client_side=client_side, header_encoding=None,
             validate_outbound_headers=False, normalize_outbound_headers=False,
             validate_inbound_headers=False, normalize_inbound_headers=False)
-        self.conn = _H2Connection(config, max_header_list_size)
+        self.conn = new_h2_connection(config, max_header_list_size, max_concurrent_streams)
         self.lock = threading.Condition()  # see the class docstring
         self._send_lock = threading.Lock()
         self.closed = False
@@ -252,21 +169,6 @@ class H2Transport:
         # Credit owed to the peer, not yet handed to h2: the reader's alone.
         self._unacked: dict[int, int] = {}
         self._unacked_total = 0
-        self._keep_open_after_goaway()
-        # Our settings go in the preface's SETTINGS frame and are in force at once:
-        # accepting more than we advertised before the peer's ACK is harmless, and h2
-        # refreshes its frame-size limit only per receive_data() call, so a later
-        # update_settings() races an ACK and a large frame arriving in one read.
-        settings = {
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-            h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,
-        }
-        if max_concurrent_streams is not None:
-            settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = max_concurrent_streams
-        self.conn.local_settings = h2.settings.Settings(client=client_side,
-                                                        initial_values=settings)
-        self.conn.max_inbound_frame_size = MAX_FRAME_SIZE
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
 
@@ -378,7 +280,7 @@ class H2Transport:
         self.handle_events(events)
         # Most reads queue nothing to send (acks are batched); h2's outgoing buffer
         # says so without a lock (a writer that adds to it flushes).
-        if self.conn._data_to_send or self._outbuf:
+        if self.conn.has_output() or self._outbuf:
             self.flush()
 
     def _check_flood(self, events: list[h2.events.Event]) -> str | None:
@@ -498,32 +400,13 @@ class H2Transport:
 
     # -- GOAWAY and keepalive ------------------------------------------------------
 
-    def _keep_open_after_goaway(self) -> None:
-        """h2 treats any GOAWAY, sent or received, as the end of the connection and
-        rejects every later frame. gRPC drains instead: streams at or below the
-        GOAWAY's last stream id run to completion (PROTOCOL-HTTP2.md "GOAWAY"). So the
-        state machine is put back after each GOAWAY; ``draining`` flags of our own
-        stop new streams."""
-        table = self.conn._frame_dispatch_table
-        receive_goaway = table[GoAwayFrame]
-
-        def receive_and_stay_open(frame: GoAwayFrame) -> Any:
-            state = self.conn.state_machine.state
-            result = receive_goaway(frame)
-            self.conn.state_machine.state = state
-            return result
-
-        table[GoAwayFrame] = receive_and_stay_open
-
     def send_goaway(self, last_stream_id: int | None = None,
                     error_code: int = h2.errors.ErrorCodes.NO_ERROR) -> None:
         """Tell the peer to open no more streams; those up to ``last_stream_id`` go on."""
         with self.lock:
             if self.closed:
                 return
-            state = self.conn.state_machine.state
-            self.conn.close_connection(error_code, last_stream_id=last_stream_id)
-            self.conn.state_machine.state = state
+            self.conn.send_goaway(error_code, last_stream_id)
         try:
             self.flush()
         except RpcError:

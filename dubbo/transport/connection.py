@@ -68,9 +68,11 @@ DEFAULT_MAX_HEADER_LIST_SIZE = 64 * 1024
 # What send_data takes: one buffer, or parts sent back to back.
 Payload = bytes | memoryview | tuple[bytes | memoryview, ...]
 
-# Events that may let a blocked sender go on (or must stop it).
-_WAKE_SENDERS = (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged,
-                 h2.events.StreamReset, h2.events.ConnectionTerminated)
+# Events that may let a blocked sender go on (or must stop it): a WINDOW_UPDATE or a
+# reset concerns its stream (a WINDOW_UPDATE on stream 0 every stream); SETTINGS and
+# GOAWAY concern every waiter, stream slots too.
+_WAKE_STREAM = (h2.events.WindowUpdated, h2.events.StreamReset)
+_WAKE_ALL = (h2.events.RemoteSettingsChanged, h2.events.ConnectionTerminated)
 # Events a peer can provoke for free, by the FloodGuard bucket that counts them.
 _FLOOD_KINDS: dict[type, str] = {
     h2.events.StreamReset: "resets",
@@ -95,6 +97,39 @@ def new_h2_connection(config: h2.config.H2Configuration, max_header_list_size: i
         settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = max_concurrent_streams
     return Connection(config, settings, CachingEncoder(), CachingDecoder(max_header_list_size),
                       max_header_block=max_header_list_size)
+
+
+class _StreamWait:
+    """The condition the senders of one stream wait on, on the transport's lock, and
+    how many wait (the entry goes when the last one leaves)."""
+
+    __slots__ = ("cond", "count")
+
+    def __init__(self, lock: threading.RLock) -> None:
+        self.cond = threading.Condition(lock)
+        self.count = 0
+
+
+class ConnectionLock(threading.Condition):
+    """The transport's lock. As a condition, its own waiters are the threads waiting
+    for a stream slot (``ClientConnection.open_stream``) or for the end (``join``);
+    senders waiting for flow-control window or backlog wait on a condition of their
+    stream (``_StreamWait``) on the same lock, so a WINDOW_UPDATE wakes only the
+    stream it opens. ``notify_all()`` still wakes everyone: what a caller that does
+    not say which stream it concerns (a cancel, the connection closing) needs."""
+
+    def __init__(self, lock: threading.RLock, streams: dict[int, _StreamWait]) -> None:
+        super().__init__(lock)
+        self._streams = streams
+
+    def notify_all(self) -> None:
+        super().notify_all()
+        for wait in self._streams.values():
+            wait.cond.notify_all()
+
+    def notify_slot_waiters(self) -> None:
+        """Wake only the threads waiting on this condition itself (stream slots, join)."""
+        super().notify_all()
 
 
 def peer_name(family: int, address: tuple[Any, ...]) -> str:
@@ -154,7 +189,11 @@ class H2Transport:
             validate_outbound_headers=False, normalize_outbound_headers=False,
             validate_inbound_headers=False, normalize_inbound_headers=False)
         self.conn = new_h2_connection(config, max_header_list_size, max_concurrent_streams)
-        self.lock = threading.Condition()  # see the class docstring
+        mutex = self.lock_mutex = threading.RLock()  # the lock under ``lock``
+        # Senders waiting for window or backlog, by stream (lock): see ConnectionLock.
+        self._stream_waits: dict[int, _StreamWait] = {}
+        self._backlog_waiters = 0  # of them, those waiting for the backlog (lock)
+        self.lock = ConnectionLock(mutex, self._stream_waits)  # see the class docstring
         self._send_lock = threading.Lock()
         self.closed = False
         self.error: RpcError | None = None
@@ -269,10 +308,13 @@ class H2Transport:
                                                   f"HTTP/2 protocol error: {exc}")
                 self.lock.notify_all()
                 raise
-            for event in events:
-                if isinstance(event, _WAKE_SENDERS):
-                    self.lock.notify_all()
-                    break
+            if self._stream_waits:
+                self._wake_for(events)
+            else:  # no sender waits: only stream-slot waiters may care
+                for event in events:
+                    if isinstance(event, _WAKE_ALL):
+                        self.lock.notify_slot_waiters()
+                        break
         flood = self._check_flood(events)
         if flood is not None:
             self.calm_down(flood)
@@ -282,6 +324,33 @@ class H2Transport:
         # says so without a lock (a writer that adds to it flushes).
         if self.conn.has_output() or self._outbuf:
             self.flush()
+
+    def _wake_for(self, events: list[h2.events.Event]) -> None:
+        """Wake the waiters the events concern (lock held)."""
+        for event in events:
+            if isinstance(event, _WAKE_STREAM):
+                if event.stream_id:
+                    self._wake_stream_locked(event.stream_id)
+                else:  # the connection's window
+                    self._wake_streams_locked()
+            elif isinstance(event, _WAKE_ALL):
+                self.lock.notify_all()
+                return
+
+    def _wake_stream_locked(self, stream_id: int) -> None:
+        wait = self._stream_waits.get(stream_id)
+        if wait is not None:
+            wait.cond.notify_all()
+
+    def _wake_streams_locked(self) -> None:
+        for wait in self._stream_waits.values():
+            wait.cond.notify_all()
+
+    def wake_stream(self, stream_id: int) -> None:
+        """Wake the threads waiting to send on ``stream_id`` (its call was cancelled, its
+        deadline passed), and no other."""
+        with self.lock:
+            self._wake_stream_locked(stream_id)
 
     def _check_flood(self, events: list[h2.events.Event]) -> str | None:
         """Count what the peer made us do; the name of a limit it broke, if any."""
@@ -467,9 +536,13 @@ class H2Transport:
             with self.lock:
                 data = self.conn.data_to_send()
                 self._h2_pending = 0
+                backlog_waiters = self._backlog_waiters
             if self.tls is not None:
                 data = self.tls.encrypt(data)  # under the send lock: records in order
             failure = self._write_locked(data)
+            if backlog_waiters and len(self._outbuf) < OUTBOUND_HIGH_WATER:
+                # What h2 held counted in the backlog and is now with the socket.
+                self._drained()
         if failure is not None:
             self.close(failure)
             raise self.error or failure
@@ -538,7 +611,8 @@ class H2Transport:
 
     def _drained(self) -> None:
         with self.lock:
-            self.lock.notify_all()
+            if self._backlog_waiters:
+                self._wake_streams_locked()
 
     def backlog(self) -> int:
         """Bytes handed to h2 or the socket layer and not yet sent (approximate)."""
@@ -590,8 +664,8 @@ class H2Transport:
                     self.check_open()
                     if sent == total:
                         break
-                    window = min(self.conn.local_flow_control_window(stream_id),
-                                 OUTBOUND_HIGH_WATER - self.backlog())
+                    window_room = self.conn.local_flow_control_window(stream_id)
+                    window = min(window_room, OUTBOUND_HIGH_WATER - self.backlog())
                     if window > 0:
                         break
                     if not block:
@@ -609,7 +683,7 @@ class H2Transport:
                                 StatusCode.CANCELLED,
                                 f"the peer read nothing for {send_timeout:g}s")
                         wait = left if wait is None else min(wait, left)
-                    self.lock.wait(wait)
+                    self._wait_locked(stream_id, wait, window_room > 0)
                 stalled_at = 0.0
                 frame_size = self.conn.max_outbound_frame_size
                 budget = min(window, SEND_BATCH) if sent < total else 0
@@ -645,6 +719,22 @@ class H2Transport:
             if sent == total:
                 return None
 
+    def _wait_locked(self, stream_id: int, timeout: float | None, for_backlog: bool) -> None:
+        """Wait (lock held) on the stream's own condition until something that concerns
+        it happens (see ``_wake_for``), or ``timeout``."""
+        wait = self._stream_waits.get(stream_id)
+        if wait is None:
+            wait = self._stream_waits[stream_id] = _StreamWait(self.lock_mutex)
+        wait.count += 1
+        self._backlog_waiters += for_backlog
+        try:
+            wait.cond.wait(timeout)
+        finally:
+            self._backlog_waiters -= for_backlog
+            wait.count -= 1
+            if not wait.count:
+                del self._stream_waits[stream_id]
+
     def acknowledge(self, stream_id: int, credit: int) -> None:
         """Give ``credit`` bytes of receive window back to the peer."""
         if credit:
@@ -663,7 +753,7 @@ class H2Transport:
                 self.conn.reset_stream(stream_id, error_code)
             except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
                 return
-            self.lock.notify_all()
+            self._wake_stream_locked(stream_id)
         try:
             self.flush()
         except RpcError:

@@ -861,6 +861,13 @@ class Server:
             connection.start_keepalive(self.timer, self.keepalive_time,
                                        self.keepalive_timeout, lambda: True)
 
+    def _adopt(self, sock: socket.socket) -> None:
+        """Serve an already-connected socket as if accepted (tests/memory_pair.py: one
+        end of a socketpair, so protocol tests run without TCP)."""
+        assert self._loop is not None, "start() first"
+        if not self._loop.call_soon(lambda: self.accept(sock)):
+            sock.close()  # stopped meanwhile
+
     def admit(self) -> bool:
         """Count a new call in, unless the workers and the waiting room are full."""
         with self._lock:

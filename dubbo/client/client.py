@@ -80,7 +80,9 @@ class ClientCall:
         self.local_error: RpcError | None = None  # cancel, deadline, request iterator failure
         self.ended = False  # the stream is closed both ways, or reset
         self.writer: MessageWriter | None = None  # request-streaming calls only
-        self.reading = False  # the caller waits for a reply: requests must not be held
+        # The caller waits for a reply: requests must not be held. No lock: one writer
+        # (the caller, in read()), and see read() for why a stale read is harmless.
+        self.reading = False
 
     def send_error(self) -> RpcError | None:
         """Why requests can no longer be sent, if they cannot."""

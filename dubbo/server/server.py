@@ -485,7 +485,8 @@ class ServerConnection(H2Transport):
         self.server = server
         self.calls: dict[int, ServerCall] = {}  # guarded by self.lock
         self._reset_in_read: set[int] | tuple[()] = ()  # loop thread only
-        # The peer's preface and first SETTINGS arrived (loop thread; read by the timer).
+        # The peer's preface and first SETTINGS arrived (written by the loop thread only;
+        # the timer's unlocked read of a stale False closes at most a just-ready connection).
         self.ready = False
         self._handshake_timer: TimerHandle | None = None
 
@@ -753,6 +754,8 @@ class Server:
         self.worker_idle_timeout = worker_idle_timeout
         self.min_workers = min_workers
         self.flood_limits = flood_limits or FloodLimits()
+        # Written under _lock; read unlocked by the loop (_start_call) and the timer: a
+        # stale False admits one more call, which stop()'s cancel_remaining() ends.
         self.stopping = False
         self.timer = Scheduler("dubbo-server-timer")
         # Runs add_callback functions for calls that ended on the I/O or timer thread.

@@ -15,6 +15,74 @@ once a stream has ``RECV_HIGH_WATER`` bytes waiting, so a slow consumer slows it
 and memory per stream stays bounded (grpclib's Buffer does the same). Compressed
 messages are inflated by the consumer as it takes them, so what a stream holds is
 bounded in compressed bytes and a handler that does not read costs no inflating.
+
+Locks
+-----
+
+Every lock of the transport and the layers above it, outermost first: a thread
+holding one may take only those below it (the order column), never one above.
+
+===================== ======================================================= =====
+lock                  guards                                                  order
+===================== ======================================================= =====
+``Client._lock``      the client's endpoints, ``_closed``, its timer;         1
+                      released before an endpoint or connection is touched
+``Server._lock``      connections, running-call count, ``stopping`` writes;   1
+                      its condition wakes ``stop()``; never held while a
+                      transport lock is taken
+``MessageWriter       one stream's packed messages and the order of its       2
+._lock``              sends; held across ``send_data`` (which may wait, see
+                      messages.py for why that holds no other thread)
+``H2Transport         ``_outbuf`` and the order bytes reach the socket (TLS   3
+._send_lock``         records too); ``secured`` is read under it
+``H2Transport.lock``  (a ``ConnectionLock``, an RLock) the h2 state machine,  4
+                      ``closed``/``error``/``_terminated``, ``_h2_pending``,
+                      the waiting-stream table; above: the call tables
+                      (``calls``), call state (``ServerCall``'s flags,
+                      ``ClientCall.status``/``local_error``), ``draining``,
+                      ``connected``. Waiters: senders on their stream's
+                      condition (same lock), stream-slot waiters and
+                      ``join`` on the lock's own condition
+``Endpoint._lock``    one provider's current connection, backoff, ``active``  5
+                      (``open_stream`` counts a call in under ``lock``). One
+                      exception: ``Endpoint.connection`` builds a
+                      ``ClientConnection`` under it, whose constructor takes
+                      that connection's ``lock``; no other thread can reach
+                      the connection yet, so no cycle
+``TLSLayer._lock``    the SSLObject and its BIOs (under ``_send_lock`` when   leaf
+                      encrypting, alone when reading)
+``IOLoop._lock``      the loop's pending callbacks, ``_closed`` (taken under  leaf
+                      ``_send_lock`` by ``call_soon``)
+``Scheduler._cond``   the timer heap (taken under ``MessageWriter._lock``;    leaf
+                      callbacks run outside it)
+``Inbox._lock``       ``buffered``/``deferred``/``abandoned``; never nested   leaf
+``WorkerPool._lock``  its workers and queue; tasks run outside it             leaf
+===================== ======================================================= =====
+
+A stream's sender waits on its own condition (``_StreamWait``): a WINDOW_UPDATE or
+RST_STREAM wakes the stream it names; a connection WINDOW_UPDATE or the backlog
+draining wakes every waiting stream; SETTINGS, GOAWAY, a protocol error and closing
+wake everyone (``lock.notify_all()``, which the call layers also use on a cancel;
+``wake_stream`` wakes one stream).
+
+State read without a lock, and why that is safe (CPython stores an attribute in
+one step, so a reader sees the old or the new value):
+
+* ``closed``: written under ``lock``, only ever False → True; an unlocked read is a
+  shortcut, and every step that matters (``check_open``, ``send_data``) looks again
+  under ``lock``.
+* ``last_activity``: one writer (the loop); the keepalive timer reading a stale
+  time pings a little early or late.
+* ``_want_write``: written under ``_send_lock``; ``_sync_write_interest`` on the loop
+  applies whatever value is current, and each change schedules another sync.
+* ``conn.has_output()`` and ``_outbuf`` peeked by the reader after a read: a thread
+  that puts bytes into h2 flushes them itself, so a stale "nothing" skips only a
+  flush someone else does; a stale "something" costs one empty flush.
+* ``backlog()`` reads ``len(_outbuf)`` without ``_send_lock``: approximate by design.
+* ``_unacked``/``_unacked_total``, ``_flood``: the reader's alone.
+* ``MessageWriter.pending``, ``ClientCall.reading``, ``ServerConnection.ready``,
+  ``Server.stopping``: one writer each, stale reads are benign (commented where
+  they are declared).
 """
 
 from __future__ import annotations
@@ -150,16 +218,8 @@ class H2Transport:
     does not read is bounded; if control frames it provokes (PING and SETTINGS acks,
     resets) still pile up past ``max_send_buffer``, the connection is closed.
 
-    Locks, in the order they are taken:
-
-    ========== ================================================================
-    lock       guards
-    ========== ================================================================
-    _send_lock ``_outbuf`` and the order bytes reach the socket (TLS records too)
-    lock       the h2 state machine, ``closed``/``error``, ``_h2_pending``, the
-               subclasses' call tables; its condition wakes senders waiting for
-               window, for the outbound backlog to drain, or for a stream slot
-    ========== ================================================================
+    Locks: ``_send_lock`` then ``lock``, never the other way; the module docstring
+    has the table of every lock and the state each guards.
     """
 
     def __init__(self, sock: socket.socket, client_side: bool, loop: IOLoop,

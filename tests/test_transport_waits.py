@@ -180,3 +180,23 @@ def test_flush_never_waits_for_another_threads_blocked_send():
     finally:
         transport.release.set()
         scheduler.close()
+
+
+def test_credit_is_not_held_back_for_a_call_abandoned_during_a_feed():
+    """The reader decodes a frame while the call ends on another thread: the credit
+    must come back, not stay deferred for a consumer that is gone."""
+    from dubbo.transport.messages import RECV_HIGH_WATER, Inbox
+    from dubbo.wire.framing import MessageDecoder
+
+    inbox = Inbox()
+    inbox.buffered = RECV_HIGH_WATER  # the consumer stopped reading
+
+    class EndsTheCallMidway(MessageDecoder):
+        def feed(self, data):
+            inbox.abandon()  # the handler returned meanwhile (call_done)
+            return super().feed(data)
+
+    inbox.decoder = EndsTheCallMidway(None)
+    frame = b"\0" + (3).to_bytes(4, "big") + b"abc"
+    assert inbox.feed(frame, len(frame)) == len(frame)
+    assert inbox.deferred == 0

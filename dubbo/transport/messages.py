@@ -186,8 +186,9 @@ class MessageWriter:
     (bounded by the deadline, a cancel and ``send_timeout``): sends of one stream
     must reach h2 in order. No other thread is held by that wait: only the producer
     (the handler, or a client's sender thread) takes the lock waiting, in ``write``
-    and ``close``; ``flush`` (which a client's caller runs before it reads) and the
-    scheduler's ``_on_timer`` only try it, and give up if it is held. That is safe
+    and ``close``; ``flush`` (which a client's caller runs before it reads) waits for
+    it at most ``COALESCE_DELAY`` and the scheduler's ``_on_timer`` only tries it;
+    both give up if it is held longer. That is safe
     because something pending always has the timer armed (``write`` arms it before
     leaving a message, ``_on_timer`` re-arms it for what the window did not take),
     and a sender holding the lock has already taken what was pending. The lock is
@@ -233,9 +234,11 @@ class MessageWriter:
             self._send_locked(False, None)
 
     def flush(self) -> None:
-        """Send what waits now, unless another thread holds the lock (it is sending,
-        or the armed timer will): never waits for another thread's send."""
-        if self._pending and self._lock.acquire(blocking=False):
+        """Send what waits now. Waits for the lock at most ``COALESCE_DELAY``: a
+        producer only adding a message lets go within microseconds (and a ping-pong
+        caller must not leave its request to the timer), while one holding it across
+        a send that waits for window is left to it: what waits has the timer armed."""
+        if self._pending and self._lock.acquire(timeout=COALESCE_DELAY):
             try:
                 if self._pending:
                     self._send_locked(False, None)

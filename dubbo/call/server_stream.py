@@ -266,7 +266,10 @@ class ServerStream:
 
     def status_trailers(self, code: StatusCode, details: str = "",
                         metadata: Sequence[tuple[str, str]] = ()) -> Headers:
-        """The block that carries the status now: trailers-only before any headers."""
+        """The block that carries the status now: trailers-only before any headers.
+        The status is the call's from here on: a peer that leaves while the block is
+        on its way (before ``sent_end``) does not turn an answered call into a lost one."""
+        self.status = self.status or (code, details)
         return trailers(code, details, metadata, trailers_only=not self.replying,
                         content_type=self.content_type)
 

@@ -184,6 +184,7 @@ class RegisteredServer(Server):
                 self._nodes.append(registry.register(url))
 
     def stop(self, grace: float | None = 5.0) -> None:
+        self.health.enter_graceful_shutdown()  # health probes, too, stop sending calls
         registry, self._registry = self._registry, None
         if registry is not None:
             for path in self._nodes:

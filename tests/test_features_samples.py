@@ -75,6 +75,24 @@ EXPECTED = {
         r"client: call while the server is down -> UNAVAILABLE in 0\.\d\d s",
         r"client: server is back, reconnected: 'hello'",
     ],
+    "health": [
+        r"client: server -> SERVING$",
+        r"client: org\.apache\.dubbo\.samples\.Orders -> SERVING$",
+        r"client: unknown service -> NOT_FOUND$",
+        r"client: watch -> NOT_SERVING$",
+        r"client: org\.apache\.dubbo\.samples\.Orders -> NOT_SERVING$",
+        r"client: watch -> SERVING$",
+        r"client: watch -> NOT_SERVING \(end\)$",
+    ],
+    "reflection": [
+        r"client: service grpc\.health\.v1\.Health$",
+        r"client: service grpc\.reflection\.v1\.ServerReflection$",
+        r"client: service grpc\.reflection\.v1alpha\.ServerReflection$",
+        r"client: service org\.apache\.dubbo\.samples\.proto\.Greeter$",
+        r"client: greeter\.proto: rpc Greeter\.sayHello\(org\.apache\.dubbo\.samples\.proto"
+        r"\.GreeterRequest\) returns \(org\.apache\.dubbo\.samples\.proto\.GreeterReply\)$",
+        r"client: greeter\.proto: rpc Greeter\.biStream\(",
+    ],
 }
 
 

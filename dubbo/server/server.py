@@ -18,6 +18,8 @@ import h2.exceptions
 
 from ..configs import ServiceConfig
 from ..proxy.handlers import RpcMethodHandler, RpcServiceHandler
+from ..services.health import HealthServicer
+from ..services.reflection import ReflectionServicer
 from ..status import (
     CancelledError,
     DeadlineExceededError,
@@ -723,7 +725,8 @@ class Server:
                  max_header_list_size: int = DEFAULT_MAX_HEADER_LIST_SIZE,
                  worker_idle_timeout: float | None = DEFAULT_WORKER_IDLE_TIMEOUT,
                  min_workers: int = 0,
-                 flood_limits: FloodLimits | None = None) -> None:
+                 flood_limits: FloodLimits | None = None,
+                 reflection: bool = False) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         if max_connections < 1:
@@ -733,6 +736,17 @@ class Server:
         self.services: dict[str, dict[tuple[str | None, str | None], RpcServiceHandler]] = {}
         self.add_service(service_config.service_handler, group=service_config.group,
                          version=service_config.version)
+        # Served besides self.services (and never registered): grpc.health.v1.Health,
+        # and with reflection=True grpc.reflection.v1/v1alpha. Read-only after start().
+        self.health = HealthServicer()
+        health = self.health.service_handler()
+        self.builtin_services = {health.service_name: health}
+        if reflection:
+            self.reflection: ReflectionServicer | None = ReflectionServicer(self._all_services)
+            for handler in self.reflection.service_handlers():
+                self.builtin_services[handler.service_name] = handler
+        else:
+            self.reflection = None
         self.max_workers = max_workers
         self.max_pending_calls = max_pending_calls
         self.max_concurrent_streams = max_concurrent_streams
@@ -790,8 +804,10 @@ class Server:
         we route strictly, as the registry's consumers match strictly).
         """
         providers = self.services.get(head.service)
-        if providers is None:
-            return None, f"Method not found: {head.path}"
+        if providers is None:  # a built-in service, whatever group or version is asked
+            builtin = self.builtin_services.get(head.service)
+            handler = None if builtin is None else builtin.method_handlers.get(head.method)
+            return handler, "" if handler else f"Method not found: {head.path}"
         group = (head.headers.get(b"tri-service-group") or b"").decode("latin-1") or None
         version = (head.headers.get(b"tri-service-version") or b"").decode("latin-1") or None
         service = providers.get((group, version))
@@ -809,6 +825,11 @@ class Server:
                           f"version={version or ''}")
         handler = service.method_handlers.get(head.method)
         return handler, "" if handler else f"Method not found: {head.path}"
+
+    def _all_services(self) -> list[RpcServiceHandler]:
+        """Every service handler served, the user's and the built-in ones."""
+        return [service for providers in self.services.values()
+                for service in providers.values()] + list(self.builtin_services.values())
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -835,6 +856,7 @@ class Server:
                                 idle_timeout=self.worker_idle_timeout, name="dubbo-worker")
         self._loop = IOLoop("dubbo-server-io")
         self._listener = _Listener(self, sock)
+        self.health.set_default(list(self.services))  # before the first call can come
         self._loop.start()
         self._loop.call_soon(lambda: self._loop.register(self._listener))  # type: ignore
         self.timer.call_later(TRIM_INTERVAL, self._trim_memory)
@@ -918,6 +940,7 @@ class Server:
                 return
             self.stopping = True
             connections = list(self._connections)
+        self.health.enter_graceful_shutdown()  # before GOAWAY: probes see it first
         assert self._loop is not None and self._listener is not None
         listener = self._listener
         self._loop.call_soon(listener.close)

@@ -65,6 +65,7 @@ from ..wire.metadata import (
 )
 from . import signals
 from .context import ServicerContext
+from .http_unary import HttpUnary, is_plain_http
 from .memory import release_free_memory
 from .workers import WorkerPool
 
@@ -582,6 +583,9 @@ class ServerConnection(H2Transport):
                 pass  # reset by the peer in the same read: nothing to answer
 
     def _start_call(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
+        if is_plain_http(headers):  # not gRPC: a curl-style unary call (http_unary.py)
+            self.server.http.start_h2_stream(self, stream_id, headers)
+            return
         try:
             head = parse_request_headers(headers)
         except RequestRejected as exc:
@@ -598,6 +602,9 @@ class ServerConnection(H2Transport):
                     pass
             return
         handler, miss = self.server.lookup(head)
+        if handler is not None and head.content_type.startswith("application/grpc+json"):
+            handler = self.server.http.grpc_json_handler(head, handler)  # JSON payloads
+            miss = f"{head.path} takes no JSON: its message types are unknown"
         if handler is None:
             self._reject(stream_id, RpcError(StatusCode.UNIMPLEMENTED, miss),
                          content_type=head.content_type)
@@ -787,6 +794,7 @@ class Server:
         self._pool: WorkerPool | None = None
         self._stopped = threading.Event()
         self.port: int = service_config.port
+        self.http = HttpUnary(self)  # JSON, HTTP/1.1 and curl-style calls (http_unary.py)
 
     def add_service(self, service: RpcServiceHandler, group: str | None = None,
                     version: str | None = None) -> None:
@@ -864,16 +872,20 @@ class Server:
         log.info("serving %s on %s:%d", ", ".join(self.services), host, self.port)
         return self
 
-    def accept(self, sock: socket.socket) -> None:
+    def accept(self, sock: socket.socket, sniffed: bool = False) -> None:
         """A new connection (loop thread): refuse it past max_connections, else read it."""
         assert self._loop is not None
         with self._lock:
-            refuse = self.stopping or len(self._connections) >= self.max_connections
+            refuse = self.stopping or len(self._connections) + \
+                self.http.connection_count() >= self.max_connections
         if refuse:
             if not self.stopping:
                 log.warning("refusing a connection: %d open (max_connections)",
                             self.max_connections)
             sock.close()
+            return
+        if self.ssl_context is None and not sniffed:  # HTTP/1.1 or HTTP/2? (http1.py)
+            self.http.sniff(sock)
             return
         try:
             tls = None if self.ssl_context is None else \
@@ -953,6 +965,7 @@ class Server:
                     break
                 self._lock.wait(None if deadline is None else deadline.remaining())
             connections = list(self._connections)
+        self.http.close_all()  # HTTP/1.1 connections, sockets not sniffed yet
         for connection in connections:
             connection.cancel_remaining()
             connection.close(UnavailableError(StatusCode.UNAVAILABLE, "server stopped"))

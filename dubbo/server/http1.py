@@ -341,6 +341,12 @@ class Http1Connection:
     def _on_request(self, request: h11.Request) -> None:
         self._requests += 1
         headers = list(request.headers)
+        # h11 bounds a head still arriving; one that came in a single read is measured
+        # here (as HPACK counts a header list: 32 bytes per field).
+        size = len(request.target) + sum(len(k) + len(v) + 32 for k, v in headers)
+        if size > self.server.max_header_list_size:
+            self._fail(431, f"request head over {self.server.max_header_list_size} bytes")
+            return
         length = dict(headers).get(b"content-length")
         if length is not None and self._limit is not None and int(length) > self._limit:
             self._fail(413, f"request body of {int(length)} bytes, over {self._limit}")

@@ -530,7 +530,9 @@ class H2HttpStream:
 
     def respond_now(self, response: HttpResponse) -> None:
         """An early refusal (reader thread, never waits): headers and a small body if
-        the window allows, then the stream is reset (the client may still be sending)."""
+        the window allows. No RST_STREAM(NO_ERROR) after it, unlike gRPC's early close:
+        curl drops a response whose stream is reset before it sent its whole body; the
+        rest of the body is credited and dropped as it comes."""
         connection = self.transport
         with connection.lock:
             try:
@@ -538,7 +540,6 @@ class H2HttpStream:
                 window = connection.conn.local_flow_control_window(self.stream_id)
                 body = response.body if len(response.body) <= window else b""
                 connection.conn.send_data(self.stream_id, body, end_stream=True)
-                connection.conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.NO_ERROR)
             except h2.exceptions.ProtocolError:
                 pass  # reset by the peer meanwhile
         try:
@@ -561,5 +562,5 @@ class H2HttpStream:
                                  send_timeout=self.http.server.send_timeout)
         except (RpcError, h2.exceptions.ProtocolError):
             return
-        if not self.remote_closed:  # answered before the body ended: stop the sender
+        if not self.remote_closed:  # answered before the body ended (413): stop the sender
             connection.reset_stream(self.stream_id, h2.errors.ErrorCodes.NO_ERROR)

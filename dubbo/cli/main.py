@@ -103,7 +103,8 @@ def compile_protos(files: Sequence[str], includes: Sequence[str]) -> dict[str, A
 
     builtin = os.path.join(os.path.dirname(os.path.abspath(protoc.__file__)), "_proto")
     # protoc wants each file under an include path, spelled the same way: absolute both.
-    files = [os.path.abspath(f) for f in files]
+    # A name that is not a path from here is one under an -I directory (protoc's way).
+    files = [os.path.abspath(f) if os.path.exists(f) else f for f in files]
     paths = [os.path.abspath(p) for p in includes] or \
         sorted({os.path.dirname(f) for f in files})
     with tempfile.TemporaryDirectory() as tmp:

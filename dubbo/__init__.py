@@ -16,8 +16,10 @@ from __future__ import annotations
 from ._version import __version__
 from .bootstrap import Dubbo
 from .client import Client
+from .grpc_compat.channel import Channel
 from .server import Server
 from .status import RpcError, StatusCode
 from .wire.limits import FloodLimits
 
-__all__ = ["Client", "Dubbo", "FloodLimits", "RpcError", "Server", "StatusCode", "__version__"]
+__all__ = ["Channel", "Client", "Dubbo", "FloodLimits", "RpcError", "Server", "StatusCode",
+           "__version__"]

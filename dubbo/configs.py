@@ -56,7 +56,7 @@ class ServiceConfig:
     ``compression`` compresses replies when the client accepts that encoding.
     """
 
-    service_handler: RpcServiceHandler
+    service_handler: RpcServiceHandler | None = None  # None: add services to the Server
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     protocol: str = "tri"

@@ -12,6 +12,7 @@ from urllib.parse import unquote_to_bytes
 
 __all__ = [
     "StatusCode",
+    "Details",
     "RpcError",
     "CancelledError",
     "SendStalledError",
@@ -47,6 +48,10 @@ class StatusCode(enum.IntEnum):
     DATA_LOSS = 15
     UNAUTHENTICATED = 16
 
+    def __call__(self) -> StatusCode:
+        """The code itself: ``error.code()`` (grpcio's spelling) works as ``error.code``."""
+        return self
+
     @classmethod
     def from_wire(cls, value: Any) -> StatusCode:
         """Parse a ``grpc-status`` value; anything unparseable is UNKNOWN (spec: never fail)."""
@@ -57,6 +62,16 @@ class StatusCode(enum.IntEnum):
 
 
 Metadata = Sequence[tuple[str, Any]]
+
+
+class Details(str):
+    """A status message that is also callable: ``error.details()`` (grpcio's spelling)
+    returns the same text as ``error.details``."""
+
+    __slots__ = ()
+
+    def __call__(self) -> str:
+        return str(self)
 
 
 class RpcError(Exception):
@@ -78,19 +93,37 @@ class RpcError(Exception):
         *,
         initial_metadata: Metadata | None = None,
     ) -> None:
-        self.code = StatusCode(code) if code is not None else self.default_code
+        self.code = code if code is not None else self.default_code
         if self.named_for_code and self.code is not self.default_code:
             # The class names its code: UnavailableError(INTERNAL) would mislead whoever
             # catches it by class to retry. error_for() picks the class for a code.
             raise ValueError(f"{type(self).__name__} carries {type(self).default_code.name}, "
                              f"not {self.code.name}: use error_for(code)")
-        self.details = details or ""
+        self.details = details
         self.trailing_metadata = list(trailing_metadata or ())
         self.initial_metadata = list(initial_metadata or ())
         super().__init__(self.code, self.details)
 
     def __str__(self) -> str:
         return f"<{type(self).__name__} {self.code.name}: {self.details}>"
+
+    # ``code`` and ``details`` are attributes (API.md) whose values are also callable,
+    # so grpcio-style ``e.code()`` and ``e.details()`` work on the same error.
+    @property
+    def code(self) -> StatusCode:
+        return self._code
+
+    @code.setter
+    def code(self, value: StatusCode | int) -> None:
+        self._code = StatusCode(value)
+
+    @property
+    def details(self) -> Details:
+        return self._details
+
+    @details.setter
+    def details(self, value: str | None) -> None:
+        self._details = Details(value or "")
 
     @property
     def status_details(self) -> bytes | None:

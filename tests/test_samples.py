@@ -9,6 +9,7 @@ samples/demo.py runs alone on a free port and must finish by itself.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -116,6 +117,16 @@ def _greeting_requests(*names: str) -> list[str]:
             id="server_stream",
         ),
         pytest.param(
+            # .proto -> python -m dubbo.protoc -> server and client on the generated code
+            "generated",
+            _greeting_replies(
+                "hello, dubbo-python", "hello, alice and bob", "hello #1, carol",
+                "hello #2, carol", "hello, dave", "hello, erin", "hello, frank (status OK)",
+            ),
+            _greeting_requests("dubbo-python", "alice", "bob", "carol", "dave", "erin", "frank"),
+            id="generated",
+        ),
+        pytest.param(
             # The user's example from the streaming docs, as written.
             "bidi_stream",
             _greeting_replies("hello", "world", "from", "dubbo-python"),
@@ -175,6 +186,25 @@ def test_sample(folder: str, client_lines: list[str], server_lines: list[str]) -
         assert _lines(out, "Received message from") == server_lines, out
     finally:
         _stop(server)
+
+
+@pytest.mark.parametrize("script", ["proto/generate.sh", "generated/generate.sh"])
+def test_committed_stubs_are_what_the_generator_writes(script: str, tmp_path: Path) -> None:
+    """Each sample's committed *_dubbo.py is what its generate.sh writes today (the
+    first line, naming the versions that wrote it, aside)."""
+    shutil.copytree(SAMPLES / Path(script).parent, tmp_path / "copy")
+    for old in (tmp_path / "copy").rglob("*_dubbo.py"):
+        old.unlink()
+    env = dict(_env(), PATH=os.pathsep.join((os.path.dirname(sys.executable),
+                                             os.environ.get("PATH", ""))))
+    done = subprocess.run(["bash", str(tmp_path / "copy" / Path(script).name)], env=env,
+                          capture_output=True, text=True, timeout=CLIENT_TIMEOUT, check=False)
+    assert done.returncode == 0, done.stderr
+    committed = sorted((SAMPLES / Path(script).parent).rglob("*_dubbo.py"))
+    assert committed
+    for path in committed:
+        fresh = tmp_path / "copy" / path.relative_to(SAMPLES / Path(script).parent)
+        assert fresh.read_text().split("\n", 1)[1] == path.read_text().split("\n", 1)[1], path
 
 
 def test_demo() -> None:
@@ -255,3 +285,109 @@ def test_registry_sample(zookeeper) -> None:
             if provider.poll() is None:
                 provider.kill()
                 provider.communicate(timeout=10)
+
+
+# samples/interceptors/*.py -> regular expressions that must each match a line of stdout
+INTERCEPTOR_SAMPLES = {
+    "interceptors": [
+        r"client: 'hello alice', x-served-by = sample$",
+        r"server: greet ended OK$",
+        r"server /org\.apache\.dubbo\.samples\.Greeter/greet OK \d+\.\d ms "
+        r"peer=ipv4:127\.0\.0\.1:\d+$",
+        r"client: \['tick 0', 'tick 1', 'tick 2'\]$",
+        r"client without a token: UNAUTHENTICATED 'missing bearer token'$",
+        r"server /org\.apache\.dubbo\.samples\.Greeter/greet UNAUTHENTICATED "
+        r"'missing bearer token' \d+\.\d ms peer=ipv4:127\.0\.0\.1:\d+$",
+    ],
+    "metrics": [
+        r'grpc_server_handled_total\{grpc_code="OK",grpc_method="greet",'
+        r'grpc_service="org\.apache\.dubbo\.samples\.Greeter",grpc_type="UNARY"\} 2\.0$',
+        r'grpc_server_handled_total\{grpc_code="NOT_FOUND",grpc_method="fail",.* 1\.0$',
+        r'grpc_client_handled_total\{grpc_code="OK",grpc_method="greet",.* 2\.0$',
+        r'grpc_server_handling_seconds_count\{grpc_method="greet",.* 2\.0$',
+    ],
+    "tracing": [
+        r"server: traceparent = 00-[0-9a-f]{32}-[0-9a-f]{16}-0[13]$",
+        r"span: org\.apache\.dubbo\.samples\.Greeter/greet kind=CLIENT .* status_code=0$",
+        r"span: org\.apache\.dubbo\.samples\.Greeter/greet kind=SERVER .* status_code=0$",
+    ],
+}
+
+
+def test_every_interceptor_sample_is_checked() -> None:
+    on_disk = sorted(p.stem for p in (SAMPLES / "interceptors").glob("*.py"))
+    assert on_disk == sorted(INTERCEPTOR_SAMPLES)
+
+
+@pytest.mark.parametrize("name", sorted(INTERCEPTOR_SAMPLES))
+def test_interceptor_sample(name: str) -> None:
+    import re
+
+    try:
+        done = subprocess.run(
+            [sys.executable, str(SAMPLES / "interceptors" / f"{name}.py")],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=REPO,
+            env=_env(), timeout=CLIENT_TIMEOUT, check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{name}.py did not finish within {CLIENT_TIMEOUT} s\n{exc.stdout}")
+    report = f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert done.returncode == 0, report
+    lines = done.stdout.splitlines()
+    missing = [p for p in INTERCEPTOR_SAMPLES[name] if not any(re.match(p, x) for x in lines)]
+    assert not missing, f"{name}.py did not print lines matching {missing}\n{report}"
+    if name == "tracing":  # one trace: the server span's parent is the client span
+        spans = {m.group(1): m for m in (re.match(
+            r"span: \S+ kind=(\w+) trace=(\w+) id=(\w+) parent=(\w+)", x) for x in lines) if m}
+        assert spans["SERVER"].group(4) == spans["CLIENT"].group(3)
+        assert spans["SERVER"].group(2) == spans["CLIENT"].group(2) == spans["INTERNAL"].group(2)
+
+
+def test_grpcio_code_sample() -> None:
+    """samples/grpcio_code: grpcio's generated servicer on dubbo.Server, and grpcio client
+    code over dubbo.Channel; with --grpcio the same client uses grpc.insecure_channel,
+    and prints the same."""
+    if _port_accepts():
+        pytest.fail(f"{HOST}:{PORT} is already in use; the samples need it free")
+    folder = SAMPLES / "grpcio_code"
+    server = subprocess.Popen(
+        [sys.executable, str(folder / "server.py")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=REPO, env=_env(),
+    )
+    try:
+        _wait_until_serving(server)
+        outputs = []
+        for extra in ([], ["--grpcio"]):
+            client = subprocess.run(
+                [sys.executable, str(folder / "client.py"), *extra],
+                stdin=subprocess.DEVNULL, check=False, capture_output=True, text=True,
+                cwd=REPO, env=_env(), timeout=CLIENT_TIMEOUT,
+            )
+            assert client.returncode == 0, (
+                f"client.py {extra} exited with {client.returncode}\n"
+                f"stdout:\n{client.stdout}\nstderr:\n{client.stderr}"
+            )
+            outputs.append(client.stdout)
+        assert outputs[0] == outputs[1]
+        out = outputs[0]
+        assert _lines(out, "Received response:") == _greeting_replies(
+            "hello, dubbo-python (token none)", "hello, with-call (token secret)",
+            "hello, future (token none)", "hello to 2 people: alice, bob",
+            "hello #1, stream", "hello #2, stream", "hello #3, stream", "PING", "PONG",
+        ), out
+        assert "status OK, trailing metadata {'x-served-by': 'dubbo'}" in out
+        assert "Error: INVALID_ARGUMENT: name is required" in out
+
+        try:
+            out, err = server.communicate("\n", timeout=SERVER_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            out, err = _stop(server)
+            pytest.fail(f"server.py still running after Enter\nstdout:\n{out}\nstderr:\n{err}")
+        assert server.returncode == 0, f"stdout:\n{out}\nstderr:\n{err}"
+        names = ["dubbo-python", "with-call", "future", "alice", "bob", "stream", "ping",
+                 "pong", ""]
+        assert _lines(out, "Received message from") == [
+            f"Received message from {name}" for name in names * 2], out
+    finally:
+        _stop(server)

@@ -95,7 +95,7 @@ def compile_protos(files: Sequence[str], includes: Sequence[str]) -> dict[str, A
     """FileDescriptorProtos (by name) of ``files`` and their imports, compiled by the
     protoc in grpcio-tools."""
     try:
-        from grpc_tools import protoc  # type: ignore[import-untyped]
+        from grpc_tools import protoc
     except ImportError:
         raise UsageError("--proto needs grpcio-tools (pip install grpcio-tools); "
                          "or let the server's reflection supply the types") from None

@@ -12,8 +12,8 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import h2.errors
 import h2.events
@@ -51,12 +51,16 @@ from ..wire.metadata import (
 )
 from .endpoint import Endpoint
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ..interceptors.base import ClientInterceptor
+
 __all__ = ["Client", "Call", "ResponseIterator"]
 
 log = logging.getLogger("dubbo.client")
 
 Serializer = Callable[[Any], bytes]
 Deserializer = Callable[[bytes], Any]
+_M = TypeVar("_M", bound="_Method")
 
 
 class ClientCall:
@@ -536,7 +540,9 @@ class _Method:
         self._serialize = request_serializer
         self._deserialize = response_deserializer
         self.idempotent = idempotent
-        self._path = f"/{client.reference.service}/{method_name}"
+        # A full "/pkg.Service/Method" path calls that (dubbo.Channel calls any method).
+        self._path = method_name if method_name.startswith("/") else \
+            f"/{client.reference.service}/{method_name}"
 
     def _serialized(self, request: Any) -> bytes | bytearray | memoryview:
         data = request if self._serialize is None else self._serialize(request)
@@ -789,11 +795,14 @@ class Client:
                  keepalive_permit_without_calls: bool = False,
                  ssl_context: ssl.SSLContext | None = None,
                  providers: list[tuple[str, int, int]] | None = None,
-                 content_type: str = "application/grpc+proto") -> None:
+                 content_type: str = "application/grpc+proto",
+                 interceptors: Sequence[ClientInterceptor] = ()) -> None:
         if not reference.service:
             raise ValueError("ReferenceConfig has no service name")
         self.reference = reference
         self.application = application
+        # Around every call of the methods made below (dubbo/interceptors), first outermost.
+        self.interceptors = tuple(interceptors)
         self.connect_timeout = connect_timeout
         self.max_receive_message_size = max_receive_message_size
         self.max_send_message_size = max_send_message_size
@@ -833,28 +842,34 @@ class Client:
     def unary(self, method_name: str, request_serializer: Serializer | None = None,
               response_deserializer: Deserializer | None = None, *,
               idempotent: bool = False) -> UnaryMethod:
-        return UnaryMethod(self, method_name, request_serializer, response_deserializer,
-                          idempotent)
+        return self._intercepted(UnaryMethod(
+            self, method_name, request_serializer, response_deserializer, idempotent))
 
     def client_stream(self, method_name: str, request_serializer: Serializer | None = None,
                       response_deserializer: Deserializer | None = None, *,
                       idempotent: bool = False) -> ClientStreamMethod:
-        return ClientStreamMethod(self, method_name, request_serializer, response_deserializer,
-                                 idempotent)
+        return self._intercepted(ClientStreamMethod(
+            self, method_name, request_serializer, response_deserializer, idempotent))
 
     def server_stream(self, method_name: str, request_serializer: Serializer | None = None,
                       response_deserializer: Deserializer | None = None, *,
                       idempotent: bool = False) -> ServerStreamMethod:
-        return ServerStreamMethod(self, method_name, request_serializer, response_deserializer,
-                                 idempotent)
+        return self._intercepted(ServerStreamMethod(
+            self, method_name, request_serializer, response_deserializer, idempotent))
 
     def bidi_stream(self, method_name: str, request_serializer: Serializer | None = None,
                     response_deserializer: Deserializer | None = None, *,
                     idempotent: bool = False) -> BidiStreamMethod:
-        return BidiStreamMethod(self, method_name, request_serializer, response_deserializer,
-                               idempotent)
+        return self._intercepted(BidiStreamMethod(
+            self, method_name, request_serializer, response_deserializer, idempotent))
 
     bi_stream = bidi_stream
+
+    def _intercepted(self, method: _M) -> _M:
+        if not self.interceptors:
+            return method
+        from ..interceptors.client import intercept_method
+        return intercept_method(method, self.interceptors)
 
     # -- connections ---------------------------------------------------------------
 

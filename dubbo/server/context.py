@@ -6,17 +6,46 @@ Method names follow grpcio's ``ServicerContext`` so servicer code ports unchange
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from ..status import RpcError, StatusCode
+from ..status import Details, RpcError, StatusCode
 from ..transport.tls import INSECURE_AUTH_CONTEXT
 from ..wire.compression import codec_name
 from ..wire.metadata import MetadataLike
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .server import ServerCall
+    from ..transport.tls import TLSLayer
+    from ..wire.deadline import Deadline
+    from ..wire.metadata import RequestHead
 
-__all__ = ["ServicerContext"]
+__all__ = ["ContextCall", "ServicerContext"]
+
+
+class _Peer(Protocol):
+    @property
+    def peer(self) -> str: ...
+    @property
+    def tls(self) -> TLSLayer | None: ...
+
+
+class ContextCall(Protocol):
+    """What a context uses of its call: a ``ServerCall``, or a plain-HTTP call
+    (``dubbo.server.http_unary.HttpCall``, HTTP/1.1)."""
+
+    @property
+    def head(self) -> RequestHead: ...
+    @property
+    def deadline(self) -> Deadline | None: ...
+    @property
+    def transport(self) -> _Peer: ...
+    @property
+    def final_status(self) -> tuple[StatusCode, str] | None: ...
+    def is_active(self) -> bool: ...
+    def add_callback(self, callback: Callable[[], Any]) -> bool: ...
+    def send_initial_metadata(self, metadata: MetadataLike) -> None: ...
+    def set_trailing_metadata(self, metadata: MetadataLike) -> None: ...
+    def set_compression(self, name: str | None) -> None: ...
+    def cancel_locally(self) -> None: ...
 
 
 def _status_code(code: Any) -> StatusCode:
@@ -28,12 +57,16 @@ def _status_code(code: Any) -> StatusCode:
 
 
 class ServicerContext:
+    """``code`` and ``details`` are what ``set_code``/``set_details`` set: the status of
+    a normal return. Once set, both are also callable (``context.code()``,
+    ``context.details()``, grpcio's spelling); ``code`` is ``None`` until set."""
+
     __slots__ = ("_call", "code", "details")
 
-    def __init__(self, call: ServerCall) -> None:
+    def __init__(self, call: ContextCall) -> None:
         self._call = call
         self.code: StatusCode | None = None  # set_code(): the status of a normal return
-        self.details: str = ""
+        self.details: Details = Details()
 
     def invocation_metadata(self) -> list[tuple[str, str | bytes]]:
         """The request's metadata: str values, bytes for ``-bin`` keys."""
@@ -85,17 +118,25 @@ class ServicerContext:
         """Run ``callback()`` when the call ends, however it ends."""
         return self._call.add_callback(callback)
 
+    def final_status(self) -> tuple[StatusCode, str] | None:
+        """The status the call ended with (sent, or the client's cancel), for
+        interceptors' add_callback functions; None while it runs."""
+        return self._call.final_status
+
     def send_initial_metadata(self, metadata: MetadataLike) -> None:
         self._call.send_initial_metadata(metadata)
 
     def set_trailing_metadata(self, metadata: MetadataLike) -> None:
         self._call.set_trailing_metadata(metadata)
 
-    def set_code(self, code: StatusCode) -> None:
-        self.code = StatusCode(code)
+    def set_code(self, code: Any) -> None:
+        """The status the call ends with when the handler returns; ours, an int, or a
+        ``grpc.StatusCode``. (Handlers added through ``add_generic_rpc_handlers`` also
+        end with it when they raise, as in grpcio.)"""
+        self.code = _status_code(code)
 
-    def set_details(self, details: str) -> None:
-        self.details = details
+    def set_details(self, details: str | None) -> None:
+        self.details = Details(details or "")
 
     def abort(self, code: Any, details: str = "") -> NoReturn:
         """End the call with ``code`` and ``details``; raises, never returns.

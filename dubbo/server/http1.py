@@ -160,7 +160,7 @@ class _Task:
     def run(self) -> None:
         connection = self.connection
         try:
-            response = connection.http.execute(self.prepared, self.body, self.call)
+            response = connection.http.execute(self.prepared.method, self.body, self.call)
         except Exception:  # a bug of ours: answer anyway
             log.exception("HTTP/1.1 call %s failed", self.prepared.head.path)
             response = HttpResponse.error(500, "Internal Server Error")

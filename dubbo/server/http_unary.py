@@ -6,7 +6,8 @@ content-type is not ``application/grpc*``) and HTTP/1.1 (``http1.py``)::
 
 Success is ``200`` with the reply as JSON; a failure is the HTTP status Java maps the
 gRPC code to, with ``{"status":"<http status>","message":"..."}``. Only unary methods
-are reachable this way; their message types must be known (``json_codec``).
+are reachable this way; their message types must be known (``json_codec``). The
+HTTP/2 side of it is ``http2.py``, the HTTP/1.1 side ``http1.py``.
 """
 
 from __future__ import annotations
@@ -17,20 +18,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
-
-import h2.errors
-import h2.exceptions
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..proxy.handlers import CallType, RpcMethodHandler, RpcServiceHandler
-from ..status import CancelledError, DeadlineExceededError, RpcError, StatusCode
+from ..status import DeadlineExceededError, RpcError, StatusCode
 from ..wire import json_codec
 from ..wire.deadline import Deadline
 from ..wire.metadata import MetadataLike, RequestHead, decode_metadata, encode_metadata
 from .context import ServicerContext
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .server import Server, ServerCall, ServerConnection
+    from ..call.server_stream import ServerStream
+    from .server import Server, ServerConnection
 
 __all__ = ["HttpUnary", "HttpResponse", "http_status", "is_plain_http"]
 
@@ -125,33 +124,53 @@ class JsonMethod:
                                    response_serializer=self.encode)
 
 
-class HttpCall:
-    """What ``ServicerContext`` sees of an HTTP unary call (HTTP/1.1 or HTTP/2).
+class HttpReply(Protocol):
+    """What ``HttpUnary.execute`` uses of a call: ``HttpCall`` (HTTP/1.1) or
+    ``http2.H2HttpCall``."""
 
-    ``_lock`` guards ``cancelled`` and ``_callbacks``; the rest belongs to the worker.
+    @property
+    def head(self) -> RequestHead: ...
+    @property
+    def deadline(self) -> Deadline | None: ...
+    @property
+    def context(self) -> ServicerContext: ...
+    @property
+    def initial_metadata(self) -> list[tuple[str, str]]: ...
+    @property
+    def trailing_metadata(self) -> list[tuple[str, str]]: ...
+
+
+class HttpCall:
+    """An HTTP/1.1 unary call, as its ``ServicerContext`` sees it (``http1.py``).
+
+    ``_lock`` guards ``status`` and ``_callbacks``; the rest belongs to the worker.
     """
 
-    def __init__(self, transport: Any, head: RequestHead, deadline: Deadline | None,
-                 on_cancel: Callable[[], None] | None = None) -> None:
+    def __init__(self, transport: Any, head: RequestHead, deadline: Deadline | None) -> None:
         self.transport = transport  # has .peer and .tls, as a ServerConnection
         self.head = head
         self.deadline = deadline
-        self.cancelled = False
         self.initial_metadata: list[tuple[str, str]] = []
         self.trailing_metadata: list[tuple[str, str]] = []
+        self.status: tuple[StatusCode, str] | None = None  # set once cancelled
         self._callbacks: list[Callable[[], Any]] | None = []
         self._lock = threading.Lock()
-        self._on_cancel = on_cancel
+        self.context = ServicerContext(self)
+
+    @property
+    def final_status(self) -> tuple[StatusCode, str] | None:
+        """Why the call was cut off, if it was (else the interceptors saw the status)."""
+        return self.status
 
     def is_active(self) -> bool:
-        if self.cancelled:
+        if self.status is not None:
             return False
         return self.deadline is None or not self.deadline.expired()
 
     def cancel(self) -> None:
         """The peer left (or the server gave up): the handler's context says so."""
         with self._lock:
-            self.cancelled = True
+            self.status = self.status or (StatusCode.CANCELLED, "Cancelled")
         self.run_callbacks()
 
     def add_callback(self, callback: Callable[[], Any]) -> bool:
@@ -181,9 +200,8 @@ class HttpCall:
         """HTTP unary replies go uncompressed."""
 
     def cancel_locally(self) -> None:
+        """context.cancel(): the handler's context says so; the answer still goes."""
         self.cancel()
-        if self._on_cancel is not None:
-            self._on_cancel()
 
 
 @dataclasses.dataclass
@@ -307,12 +325,11 @@ class HttpUnary:
                      "handler protobuf (de)serializers or the service a file_descriptor)")
         return Prepared(head, json_method, Deadline.after(timeout))
 
-    def execute(self, prepared: Prepared, body: bytes, call: HttpCall) -> HttpResponse:
+    def execute(self, method: JsonMethod, body: bytes, call: HttpReply) -> HttpResponse:
         """Run the handler (on a worker thread) and build the response."""
-        method = prepared.method
         handler = method.handler
-        context = ServicerContext(cast("ServerCall", call))
-        path = prepared.head.path
+        context = call.context
+        path = call.head.path
         try:
             try:
                 request = method.decode(body)
@@ -329,7 +346,7 @@ class HttpUnary:
                     from None
             if context.code not in (None, StatusCode.OK):
                 raise RpcError(context.code, context.details)
-            if prepared.deadline is not None and prepared.deadline.expired():
+            if call.deadline is not None and call.deadline.expired():
                 raise DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
             try:
                 data = method.encode(response)
@@ -349,34 +366,12 @@ class HttpUnary:
 
     # -- HTTP/2 streams -----------------------------------------------------------
 
-    def start_h2_stream(self, connection: ServerConnection, stream_id: int,
+    def start_h2_stream(self, connection: ServerConnection, stream: ServerStream,
                         headers: list[tuple[bytes, bytes]]) -> None:
-        """A non-gRPC request on an HTTP/2 stream (reader thread): route it, and run it
-        on a worker once admitted, as ServerConnection does a gRPC call."""
-        table = dict(headers)
-        method = table.get(b":method", b"").decode("latin-1")
-        target = table.get(b":path", b"").decode("utf-8", "replace")
-        server = self.server
-        if server.stopping or connection.conn.count_open_inbound(before=stream_id) >= \
-                server.max_concurrent_streams:
-            connection.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
-            return
-        stream = H2HttpStream(self, connection, stream_id)
-        prepared = self.prepare(method, target, headers)
-        if isinstance(prepared, HttpResponse):
-            stream.respond_now(prepared)
-            return
-        if len(connection.calls) >= server.max_calls_per_connection or not server.admit():
-            stream.respond_now(HttpResponse.error(429, "server is at capacity"))
-            return
-        stream.prepared = prepared
-        with connection.lock:
-            if not connection.closed:
-                connection.calls[stream_id] = cast("ServerCall", stream)
-        if stream_id not in connection.calls:
-            server.call_finished()  # undo admit()
-            return
-        server.submit(cast("ServerCall", stream))
+        """A non-gRPC request on an HTTP/2 stream (loop thread): ``http2.py``."""
+        from .http2 import start_h2_call  # it subclasses ServerCall (server.py imports us)
+
+        start_h2_call(self, connection, stream, headers)
 
     # -- HTTP/1.1 connections (http1.py) -------------------------------------------
 
@@ -410,157 +405,3 @@ class HttpUnary:
         deadline = time.monotonic() + timeout
         for connection in connections:
             connection.closed_event.wait(max(0.0, deadline - time.monotonic()))
-
-
-class BodyInbox:
-    """An HTTP/2 request body, gathered whole (the reader thread feeds, the worker
-    waits), at most ``limit`` bytes. Mimics what ServerConnection uses of an Inbox.
-
-    ``_done`` is an Event; ``data``/``error`` are written before it is set.
-    """
-
-    def __init__(self, limit: int | None) -> None:
-        self.limit = limit
-        self.data = bytearray()
-        self.error: RpcError | None = None
-        self._done = threading.Event()
-        self.decoder = self  # ServerConnection asks inbox.decoder.at_boundary()
-
-    def at_boundary(self) -> bool:
-        return True
-
-    def feed(self, data: bytes, flow_controlled: int) -> int:
-        if self.error is None and not self._done.is_set():
-            if self.limit is not None and len(self.data) + len(data) > self.limit:
-                raise RpcError(StatusCode.RESOURCE_EXHAUSTED,
-                               f"request body over {self.limit} bytes")
-            self.data += data
-        return flow_controlled  # bounded by limit: credit goes back at once
-
-    def abandon(self) -> int:
-        return 0
-
-    def end(self) -> None:
-        self._done.set()
-
-    def fail(self, error: RpcError) -> None:
-        if self.error is None:
-            self.error = error
-        self._done.set()
-
-    def wait(self, timeout: float | None) -> bytes:
-        if not self._done.wait(timeout):
-            raise DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED,
-                                        "the request body did not arrive in time")
-        if self.error is not None:
-            raise self.error
-        return bytes(self.data)
-
-
-class H2HttpStream:
-    """A plain-HTTP unary call on one HTTP/2 stream. It sits in
-    ``ServerConnection.calls`` so the stream's DATA, end and reset reach it; it offers
-    what the connection uses of a ServerCall (``inbox``, ``cancel``, ``end_now``,
-    ``cancel_locally``, ``remote_closed``, ``timer``, ``run``)."""
-
-    def __init__(self, http: HttpUnary, connection: ServerConnection, stream_id: int) -> None:
-        self.http = http
-        self.transport = connection
-        self.stream_id = stream_id
-        self.inbox = BodyInbox(http.server.max_receive_message_size)
-        self.prepared: Prepared | None = None
-        self.remote_closed = False
-        self.timer = None
-        self.call: HttpCall | None = None
-        self._cancelled = False  # read by the worker, set by the reader thread
-
-    # -- what ServerConnection calls -------------------------------------------------
-
-    def cancel(self, error: RpcError) -> None:
-        self._cancelled = True
-        self.inbox.fail(error)
-        if self.call is not None:
-            self.call.cancel()
-
-    def end_now(self, error: RpcError, reset: int) -> None:
-        """Bad input (an oversize body): the worker answers with ``error``."""
-        self.inbox.fail(error)
-
-    def cancel_locally(self) -> None:
-        self.transport.reset_stream(self.stream_id, h2.errors.ErrorCodes.CANCEL)
-        self.cancel(CancelledError(StatusCode.CANCELLED, "Cancelled by the server"))
-
-    def run(self) -> None:
-        prepared = self.prepared
-        assert prepared is not None
-        try:
-            wait = self.http.server.handshake_timeout  # a silent sender is dropped
-            if prepared.deadline is not None:
-                wait = min(wait, prepared.deadline.remaining())
-            try:
-                body = self.inbox.wait(wait)
-            except RpcError as exc:
-                if self._cancelled:
-                    return
-                status = 413 if exc.code is StatusCode.RESOURCE_EXHAUSTED else \
-                    408 if exc.code is StatusCode.DEADLINE_EXCEEDED else http_status(exc.code)
-                self.respond(HttpResponse.error(status, exc.details))
-                return
-            self.call = HttpCall(self.transport, prepared.head, prepared.deadline,
-                                 on_cancel=lambda: self.transport.reset_stream(
-                                     self.stream_id, h2.errors.ErrorCodes.CANCEL))
-            if self._cancelled:
-                return
-            response = self.http.execute(prepared, body, self.call)
-            if not self._cancelled:
-                self.respond(response)
-        except Exception:
-            log.exception("HTTP/2 JSON call %s failed", prepared.head.path)
-        finally:
-            if self.call is not None:
-                self.call.run_callbacks()
-            self.transport.call_done(cast("ServerCall", self))
-
-    # -- answering --------------------------------------------------------------------
-
-    def _headers(self, response: HttpResponse) -> list[tuple[str, str]]:
-        return [(":status", str(response.status)), ("content-type", response.content_type),
-                ("content-length", str(len(response.body)))] + \
-            [(k, v) for k, v in response.headers if k != "connection"]
-
-    def respond_now(self, response: HttpResponse) -> None:
-        """An early refusal (reader thread, never waits): headers and a small body if
-        the window allows. No RST_STREAM(NO_ERROR) after it, unlike gRPC's early close:
-        curl drops a response whose stream is reset before it sent its whole body; the
-        rest of the body is credited and dropped as it comes."""
-        connection = self.transport
-        with connection.lock:
-            try:
-                connection.conn.send_headers(self.stream_id, self._headers(response))
-                window = connection.conn.local_flow_control_window(self.stream_id)
-                body = response.body if len(response.body) <= window else b""
-                connection.conn.send_data(self.stream_id, body, end_stream=True)
-            except h2.exceptions.ProtocolError:
-                pass  # reset by the peer meanwhile
-        try:
-            connection.flush()
-        except RpcError:
-            pass
-
-    def respond(self, response: HttpResponse) -> None:
-        """The response, from the worker (may wait for flow control, up to the
-        server's send timeout)."""
-        connection = self.transport
-
-        def stream_error() -> RpcError | None:
-            return self.inbox.error if self._cancelled else None
-
-        try:
-            connection.call_h2(connection.conn.send_headers, self.stream_id,
-                               self._headers(response))
-            connection.send_data(self.stream_id, response.body, True, None, stream_error,
-                                 send_timeout=self.http.server.send_timeout)
-        except (RpcError, h2.exceptions.ProtocolError):
-            return
-        if not self.remote_closed:  # answered before the body ended (413): stop the sender
-            connection.reset_stream(self.stream_id, h2.errors.ErrorCodes.NO_ERROR)

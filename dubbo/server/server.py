@@ -3,20 +3,17 @@ worker pool running one handler per HTTP/2 stream."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-import h2.errors
-import h2.events
-import h2.exceptions
-
+from ..call.server_stream import Event, Send, ServerStream
 from ..configs import ServiceConfig
+from ..grpc_compat import server as grpc_compat
 from ..proxy.handlers import RpcMethodHandler, RpcServiceHandler
 from ..services.health import HealthServicer
 from ..services.reflection import ReflectionServicer
@@ -27,6 +24,7 @@ from ..status import (
     SendStalledError,
     StatusCode,
     UnavailableError,
+    error_for,
     status_from_rst,
 )
 from ..transport import (
@@ -60,14 +58,15 @@ from ..wire.metadata import (
     RequestRejected,
     encode_metadata,
     parse_request_headers,
-    response_headers,
-    trailers,
 )
 from . import signals
 from .context import ServicerContext
 from .http_unary import HttpUnary, is_plain_http
 from .memory import release_free_memory
 from .workers import WorkerPool
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..interceptors.base import ServerInterceptor
 
 __all__ = ["Server"]
 
@@ -89,20 +88,24 @@ TRIM_INTERVAL = 2.0  # seconds between looks at whether calls ended (memory.py)
 class ServerCall:
     """The server side of one call (one HTTP/2 stream), run by one worker thread.
 
-    The reader thread feeds ``inbox`` and may ``cancel``; the worker does the rest.
-    ``transport.lock`` guards ``headers_sent``/``finished``/``cancelled`` transitions.
+    Every way the call ends is a transition of ``stream`` (a ``ServerStream``), which
+    says what to send; this class does the sending. The reader thread feeds ``inbox``
+    and reports resets and END_STREAM; the timer thread the deadline; the worker the
+    rest. Locks: ``transport.lock`` guards ``stream`` (not thread-safe itself) and
+    ``_callbacks``; ``writer``, ``response_codec`` and ``_trailing_metadata`` are the
+    worker's alone.
     """
 
-    __slots__ = ("transport", "stream_id", "head", "handler", "inbox", "deadline",
-                 "headers_sent", "finished", "cancelled", "remote_closed", "context",
-                 "_initial_metadata", "_trailing_metadata", "_callbacks", "server", "timer",
+    __slots__ = ("transport", "stream", "stream_id", "head", "handler", "inbox", "deadline",
+                 "context", "_trailing_metadata", "_callbacks", "server", "timer",
                  "response_codec", "writer")
 
-    def __init__(self, server: Server, transport: ServerConnection, stream_id: int,
+    def __init__(self, server: Server, transport: ServerConnection, stream: ServerStream,
                  head: RequestHead, handler: RpcMethodHandler) -> None:
         self.server = server
         self.transport = transport
-        self.stream_id = stream_id
+        self.stream = stream  # accepted (OPEN) by the connection
+        self.stream_id = stream.stream_id
         self.head = head
         self.handler = handler
         self.inbox = Inbox(server.max_receive_message_size)
@@ -112,18 +115,13 @@ class ServerCall:
             assert codec is not None  # unsupported encodings are refused before this
             limit = server.max_receive_message_size
             self.inbox.set_decompressor(lambda data: codec.decompress(data, limit))
-            self.inbox.on_bad_message = self._bad_request
+            self.inbox.on_bad_message = self.bad_input
         self.response_codec: Codec | None = None
         self.writer: MessageWriter | None = None  # made by the first streamed reply
         self.deadline = Deadline.after(head.timeout)
-        self.headers_sent = False
         if server.compression:
             self.set_compression(server.compression)
-        self.finished = False
-        self.cancelled: RpcError | None = None
-        self.remote_closed = False
         self.context = ServicerContext(self)
-        self._initial_metadata: list[tuple[str, str]] = []
         self._trailing_metadata: list[tuple[str, str]] = []
         self._callbacks: list[Callable[[], Any]] | None = []
         self.timer: TimerHandle | None = None
@@ -132,71 +130,97 @@ class ServerCall:
 
     # -- state ---------------------------------------------------------------------
 
+    @property
+    def final_status(self) -> tuple[StatusCode, str] | None:
+        """The status the call ended with (sent, or why it was cut off), once it has."""
+        return self.stream.status
+
     def is_active(self) -> bool:
-        if self.cancelled is not None or self.finished:
+        if not self.stream.live:
             return False
         return self.deadline is None or not self.deadline.expired()
 
-    def error(self) -> RpcError | None:
+    def get_error(self) -> RpcError | None:
         """Why the stream can no longer carry replies, if it cannot."""
-        if self.cancelled is not None:
-            return self.cancelled
+        error = self.stream.cancel_error
+        if error is not None:
+            return error
         if self.deadline is not None and self.deadline.expired():
             return DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         return None
 
     def cancel(self, error: RpcError) -> None:
-        """The stream is dead (peer reset, connection lost): stop the handler's I/O."""
+        """The connection (or the server) can carry the call no further: stop the
+        handler's I/O (reader, timer or stopping thread)."""
         with self.transport.lock:
-            if self.cancelled is not None:
-                return
-            # Even after the status went out (bad input answered early), the handler
-            # may still be reading: it must be stopped too.
-            self.cancelled = error
-            self.transport.lock.notify_all()
+            ended = self.stream.lost(error)
+            if ended:
+                self.transport.lock.notify_all()
+        if ended:
+            self._stopped(error)
+
+    def reset_by_peer(self, error: RpcError) -> None:
+        """RST_STREAM from the client (reader thread): stop the handler's I/O."""
+        with self.transport.lock:
+            ended = self.stream.peer_reset(error)
+            if ended:
+                self.transport.lock.notify_all()
+        if ended:
+            self._stopped(error)
+
+    def _stopped(self, error: RpcError) -> None:
+        # The handler may still be reading, even after an early status went out.
         self.inbox.fail(error)
-        self._run_callbacks(elsewhere=True)  # cancel() runs on the reader thread
+        self._run_callbacks(elsewhere=True)  # not the handler's thread
 
     def expire(self) -> None:
         """The deadline passed (timer thread): answer DEADLINE_EXCEEDED now, even while
         the handler is busy, reset the stream, and make the handler's next I/O raise."""
-        self.end_now(DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"),
-                     h2.errors.ErrorCodes.CANCEL)
+        self.end_now(Event.DEADLINE,
+                     DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
 
-    def end_now(self, error: RpcError, reset: int) -> None:
-        """End the call with ``error``'s status from the reader or the timer thread,
-        which must never wait: replies still waiting are dropped, the status goes
-        straight to h2, RST_STREAM(``reset``) stops a client still sending, and the
-        handler's next I/O raises ``error``."""
+    def bad_input(self, error: RpcError) -> None:
+        """A request could not be decoded (framing, size or compression; reader or
+        handler thread): answer with its status and stop the handler (grpc "Early
+        Server Closure": RST_STREAM NO_ERROR to a client still sending)."""
+        self.end_now(Event.BAD_INPUT, error)
+
+    def end_now(self, event: Event, error: RpcError) -> None:
+        """End the call with ``error``'s status (``event``: DEADLINE, SEND_STALLED or
+        BAD_INPUT) from any thread, without waiting: replies still waiting are
+        dropped, the status goes straight to h2, RST_STREAM stops a client still
+        sending, and the handler's next I/O raises ``error``."""
         transport = self.transport
         with transport.lock:
-            if self.finished or self.cancelled is not None or transport.closed:
+            if transport.closed:
                 return
-            self.cancelled = error  # first, so a send in progress stops at its next check
-            self.finished = True
+            send = self.stream.end_now(event, error, self._trailing_metadata)
+            if not send:  # the call had ended already
+                return
             try:
-                transport.conn.send_headers(
-                    self.stream_id, self._final_trailers(error.code, error.details),
-                    end_stream=True)
-                if not self.remote_closed:
-                    transport.conn.reset_stream(self.stream_id, reset)
-            except h2.exceptions.ProtocolError:
+                transport.push_stream_frames(self.stream_id, send.headers, send.end_stream,
+                                             send.reset)
+            except RpcError:  # reset by the peer meanwhile, or our END_STREAM went out
                 pass
             transport.lock.notify_all()
         try:
             transport.flush()
         except RpcError:
             pass
-        self.inbox.fail(error)
-        self._run_callbacks(elsewhere=True)
-
-    def _bad_request(self, error: RpcError) -> None:
-        """A request could not be inflated (handler's thread): answer with its status."""
-        self.end_now(error, h2.errors.ErrorCodes.NO_ERROR)
+        self._stopped(error)
 
     def cancel_locally(self) -> None:
-        self.transport.reset_stream(self.stream_id, h2.errors.ErrorCodes.CANCEL)
-        self.cancel(CancelledError(StatusCode.CANCELLED, "Cancelled by the server"))
+        """context.cancel(), or the server's stop after its grace: RST_STREAM(CANCEL)."""
+        error = CancelledError(StatusCode.CANCELLED, "Cancelled by the server")
+        with self.transport.lock:
+            ended = self.stream.live
+            send = self.stream.cancel_locally(error)
+        if send.reset is not None:
+            self.transport.reset_stream(self.stream_id, send.reset)
+        if ended:
+            with self.transport.lock:
+                self.transport.lock.notify_all()
+            self._stopped(error)
 
     def add_callback(self, callback: Callable[[], Any]) -> bool:
         with self.transport.lock:
@@ -264,10 +288,9 @@ class ServerCall:
     def send_initial_metadata(self, metadata: MetadataLike) -> None:
         encoded = encode_metadata(metadata)
         with self.transport.lock:
-            if self.headers_sent:
+            if self.stream.replying:
                 raise RuntimeError("initial metadata already sent")
-            self._initial_metadata.extend(encoded)
-            self._send_headers_locked()
+            self._send_headers_locked(Event.SEND_HEADERS, encoded)
         self.transport.flush()
 
     def set_trailing_metadata(self, metadata: MetadataLike) -> None:
@@ -276,28 +299,27 @@ class ServerCall:
     def set_compression(self, name: str | None) -> None:
         """Compress replies with ``name`` if the client accepts it (else send them plain:
         a server must not use an encoding the client did not list)."""
-        if self.headers_sent:
+        if self.stream.replying:
             raise RuntimeError("set_compression() must come before the first reply")
         resolve(name)  # an unknown name is an error even if the client can't use it
         chosen = choose_response_encoding(name, self.head.accept_encoding)
         self.response_codec = get_codec(chosen) if chosen else None
 
-    def _send_headers_locked(self) -> None:
-        err = self.error()
+    def _send_headers_locked(self, event: Event,
+                             metadata: list[tuple[str, str]] | None = None) -> None:
+        """SEND_HEADERS or SEND_MESSAGE (``transport.lock`` held): the response headers
+        unless they went out already; raises if the call can carry nothing more."""
+        err = self.get_error()
         if err is not None:
             raise err
         self.transport.check_open()
         codec = self.response_codec
-        try:
-            self.transport.conn.send_headers(
-                self.stream_id,
-                response_headers(self.head.content_type, self._initial_metadata,
-                                 accept_encoding=accept_encoding_header(),
-                                 encoding=codec.name if codec is not None else None),
-            )
-        except h2.exceptions.ProtocolError as exc:  # reset by the peer meanwhile
-            raise CancelledError(StatusCode.CANCELLED, f"stream closed: {exc}") from None
-        self.headers_sent = True
+        stream = self.stream
+        step = stream.send_headers if event is Event.SEND_HEADERS else stream.send_message
+        send = step(metadata or (), codec.name if codec is not None else None,
+                    accept_encoding_header())
+        if send.headers is not None:
+            self.transport.push_stream_frames(self.stream_id, send.headers)
 
     def _frame(self, response: Any) -> Payload:
         serialize = self.handler.response_serializer
@@ -320,11 +342,12 @@ class ServerCall:
         frame = self._frame(response)
         writer = self.writer
         if writer is None:
+            # The first reply: SEND_MESSAGE sends the headers. Later ones are checked
+            # by the send itself (``get_error`` under the lock, in send_data).
             with self.transport.lock:
-                if not self.headers_sent:
-                    self._send_headers_locked()
+                self._send_headers_locked(Event.SEND_MESSAGE)
             writer = self.writer = MessageWriter(self.transport, self.stream_id, self.deadline,
-                                                 self.error, self.server.timer,
+                                                 self.get_error, self.server.timer,
                                                  send_timeout=self.server.send_timeout)
         writer.write(frame, coalesce)
 
@@ -332,18 +355,15 @@ class ServerCall:
         """Headers, the reply and OK trailers in one write."""
         frame = self._frame(response)
         with self.transport.lock:
-            if not self.headers_sent:
-                self._send_headers_locked()
-        self.transport.send_data(self.stream_id, frame, True, self.deadline, self.error,
+            self._send_headers_locked(Event.SEND_MESSAGE)
+        self.transport.send_data(self.stream_id, frame, True, self.deadline, self.get_error,
                                  trailers=self._final_trailers(self.context.code or StatusCode.OK,
                                                                self.context.details),
                                  send_timeout=self.server.send_timeout)
-        self._closed_by_us()
+        self._sent_end()
 
     def _final_trailers(self, code: StatusCode, details: str) -> list[tuple[str, str]]:
-        return trailers(code, details, self._trailing_metadata,
-                        trailers_only=not self.headers_sent,
-                        content_type=self.head.content_type)
+        return self.stream.status_trailers(code, details, self._trailing_metadata)
 
     def finish(self, code: StatusCode, details: str = "") -> None:
         """Send the status (trailers, or a trailers-only response) unless already done."""
@@ -353,26 +373,30 @@ class ServerCall:
             try:
                 writer.close(trailers=self._final_trailers(code, details))
             except SendStalledError as exc:  # the peer reads nothing: give the stream up
-                self.end_now(exc, h2.errors.ErrorCodes.CANCEL)
+                self.end_now(Event.SEND_STALLED, exc)
                 return
             except RpcError:
                 return
-            self._closed_by_us()
+            self._sent_end()
             return
-        with self.transport.lock:
-            if self.finished or self.cancelled is not None or self.transport.closed:
+        transport = self.transport
+        with transport.lock:
+            if transport.closed:
+                return
+            send = self.stream.finish(code, details, self._trailing_metadata)
+            if not send:  # ended already
                 return
             try:
-                self.transport.conn.send_headers(self.stream_id,
-                                                 self._final_trailers(code, details),
-                                                 end_stream=True)
-            except h2.exceptions.ProtocolError:  # reset by the peer meanwhile
+                # The trailers, then RST_STREAM NO_ERROR to a client still sending
+                # (grpc "Early Server Closure").
+                transport.push_stream_frames(self.stream_id, send.headers, send.end_stream,
+                                             send.reset)
+            except RpcError:  # reset by the peer meanwhile
                 return
         try:
-            self.transport.flush()
+            transport.flush()
         except RpcError:
             return
-        self._closed_by_us()
 
     def _fail(self, code: StatusCode, details: str, trailing_metadata: Any = None) -> None:
         """End the call with an error status. Never raises: a call must always end
@@ -385,14 +409,13 @@ class ServerCall:
             code, details = StatusCode.INTERNAL, f"invalid trailing metadata: {exc}"
         self.finish(code, details)
 
-    def _closed_by_us(self) -> None:
-        # Early server closure: if the client is still sending, tell it to stop
-        # (RST_STREAM NO_ERROR after the trailers, grpc "Early Server Closure").
+    def _sent_end(self) -> None:
+        """A send that carried our trailers returned: if the client is still sending,
+        tell it to stop (RST_STREAM NO_ERROR, grpc "Early Server Closure")."""
         with self.transport.lock:
-            self.finished = True
-            remote_open = not self.remote_closed
-        if remote_open:
-            self.transport.reset_stream(self.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+            send = self.stream.sent_end()
+        if send.reset is not None:
+            self.transport.reset_stream(self.stream_id, send.reset)
 
     # -- running -------------------------------------------------------------------
 
@@ -402,7 +425,7 @@ class ServerCall:
         args: tuple[Any, ...]
         result: Any = None
         try:
-            if self.cancelled is not None:
+            if not self.stream.live:  # cancelled while it waited for a worker
                 return
             if call_type.request_streaming:
                 args = (self.requests(),)
@@ -431,7 +454,7 @@ class ServerCall:
         except SendStalledError as exc:
             # The peer reads nothing: reset the stream rather than wait on it again.
             log.info("%s on %s: %s", self.head.path, self.transport.peer, exc.details)
-            self.end_now(exc, h2.errors.ErrorCodes.CANCEL)
+            self.end_now(Event.SEND_STALLED, exc)
         except RpcError as exc:
             self._fail(exc.code, exc.details, exc.trailing_metadata)
         except Exception as exc:
@@ -445,8 +468,8 @@ class ServerCall:
                     result.close()  # run the handler generator's finally blocks now
                 except Exception:
                     log.exception("closing the handler of %s failed", self.head.path)
+            self._run_callbacks()  # before the call counts as done: stop() waits for them
             self.transport.call_done(self)
-            self._run_callbacks()
             self._break_cycles()
 
     def _break_cycles(self) -> None:
@@ -459,15 +482,12 @@ class ServerCall:
         self.context = None  # type: ignore[assignment]
         # The error that ended the call was raised in this call's frames (a blocked
         # send holds the reply being sent): its traceback must not keep them.
-        for error in (self.cancelled, self.inbox.error):
+        for error in (self.stream.cancel_error, self.inbox.error):
             if error is not None:
                 error.__traceback__ = None
 
 
 _MISSING = object()
-# What h2 raises for a stream the peer already reset (and h2 may have forgotten).
-_STREAM_GONE = (h2.exceptions.StreamClosedError, h2.exceptions.StreamIDTooLowError,
-                h2.exceptions.NoSuchStreamError)
 
 
 def _run_all(callbacks: list[Callable[[], Any]]) -> None:
@@ -479,8 +499,14 @@ def _run_all(callbacks: list[Callable[[], Any]]) -> None:
 
 
 class ServerConnection(H2Transport):
-    """One accepted connection: routes streams to handlers and feeds their inboxes."""
+    """One accepted connection: routes streams to handlers and feeds their inboxes.
 
+    The transport hands h2's events over as plain values (``on_request``,
+    ``request_inbox``, ...); ``lock`` guards ``calls`` and every call's ``stream``.
+    """
+
+    # h2's events of one read -> on_request, request_inbox, on_request_end, ...
+    handle_events = H2Transport.dispatch_server_events
 
     def __init__(self, server: Server, sock: socket.socket, loop: IOLoop,
                  tls: TLSLayer | None = None) -> None:
@@ -489,10 +515,9 @@ class ServerConnection(H2Transport):
                          max_header_list_size=server.max_header_list_size,
                          max_send_buffer=server.max_send_buffer,
                          flood_limits=server.flood_limits)
-        self.conn.streams_limited_by_us = True  # _start_call refuses excess streams
+        self.refuse_streams_ourselves()  # _start_call refuses excess streams
         self.server = server
         self.calls: dict[int, ServerCall] = {}  # guarded by self.lock
-        self._reset_in_read: set[int] | tuple[()] = ()  # loop thread only
         # The peer's preface and first SETTINGS arrived (loop thread; read by the timer).
         self.ready = False
         self._handshake_timer: TimerHandle | None = None
@@ -508,137 +533,135 @@ class ServerConnection(H2Transport):
                      self.peer, self.server.handshake_timeout)
             self.close(UnavailableError(StatusCode.UNAVAILABLE, "handshake timeout"))
 
-    def handle_events(self, events: list[h2.events.Event]) -> None:
-        # A request reset in the same read (rapid reset) is never started: it would
-        # cost a worker thread for a call nobody waits for.
-        self._reset_in_read = {e.stream_id for e in events
-                               if type(e) is h2.events.StreamReset} if len(events) > 1 else ()
-        for event in events:
-            if self.closed:  # ended while handling this read: the rest is moot
-                return
-            try:
-                self._handle_event(event)
-            except _STREAM_GONE as exc:
-                # An answer to a stream the same read also reset: that stream is over,
-                # the rest of the connection is not.
-                log.debug("stream closed while handling %r: %r", event, exc)
+    # -- the client's events, as plain values (loop thread) ----------------------------
 
-    def _handle_event(self, event: h2.events.Event) -> None:
-        if isinstance(event, h2.events.DataReceived):
-            call = self.calls.get(event.stream_id)
-            if call is None:  # finished by us, or refused
-                self.receive_data(event)
-            else:
-                self.receive_data(event, call.inbox,
-                                  functools.partial(self._abort_call, call))
-        elif isinstance(event, h2.events.RequestReceived):
-            if event.stream_id not in self._reset_in_read:
-                self._start_call(event.stream_id, event.headers)
-        elif isinstance(event, h2.events.RemoteSettingsChanged) and not self.ready:
-            self.ready = True
-            if self._handshake_timer is not None:
-                self._handshake_timer.cancel()
-        elif isinstance(event, h2.events.StreamEnded):
-            call = self.calls.get(event.stream_id)
-            if call is not None:
-                self._remote_closed(call)
-        elif isinstance(event, h2.events.StreamReset):
-            call = self.calls.get(event.stream_id)
-            if call is not None:
-                code = status_from_rst(event.error_code)
-                call.cancel(CancelledError(code, "Cancelled by the client") if
-                            code is StatusCode.CANCELLED else RpcError(code, "stream reset"))
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            # A client's GOAWAY only stops new streams; its calls end with the
-            # socket. An error code means the client gave up on all of them.
-            if event.error_code:
-                self._cancel_all(UnavailableError(
-                    StatusCode.UNAVAILABLE,
-                    f"client sent GOAWAY (error code {int(event.error_code)})"))
+    def on_request(self, stream_id: int, headers: list[tuple[bytes, bytes]],
+                   reset_in_read: bool) -> None:
+        stream = ServerStream(stream_id)
+        if reset_in_read:  # never started (see ServerStream: IDLE + PEER_RESET)
+            stream.peer_reset(CancelledError(StatusCode.CANCELLED, "Cancelled by the client"))
+            return
+        self._start_call(stream, headers)
 
-    def _remote_closed(self, call: ServerCall) -> None:
+    def request_inbox(self, stream_id: int
+                      ) -> tuple[Inbox, Callable[[RpcError], object]] | None:
+        call = self.calls.get(stream_id)
+        if call is None:  # finished by us, or refused
+            return None
+        call.stream.receive_data()
+        return call.inbox, call.bad_input
+
+    def on_request_end(self, stream_id: int) -> None:
+        call = self.calls.get(stream_id)
+        if call is None:
+            return
         with self.lock:
-            call.remote_closed = True
+            call.stream.peer_end()
         if not call.inbox.decoder.at_boundary():
-            self._abort_call(call, RpcError(StatusCode.INTERNAL,
-                                            "request stream ended inside a message"))
+            call.bad_input(RpcError(StatusCode.INTERNAL, "request stream ended inside a message"))
         else:
             call.inbox.end()
 
-    def _abort_call(self, call: ServerCall, error: RpcError) -> None:
-        """Bad input on a stream (reader thread): answer with ``error``'s status and
-        stop the handler (grpc "Early Server Closure": RST_STREAM NO_ERROR)."""
-        call.end_now(error, h2.errors.ErrorCodes.NO_ERROR)
+    def on_request_reset(self, stream_id: int, error_code: int) -> None:
+        call = self.calls.get(stream_id)
+        if call is not None:
+            code = status_from_rst(error_code)
+            call.reset_by_peer(error_for(code, "Cancelled by the client"
+                                         if code is StatusCode.CANCELLED else "stream reset"))
 
-    def _reject(self, stream_id: int, error: RpcError, http_status: int = 200,
+    def on_client_settings(self) -> None:
+        if not self.ready:
+            self.ready = True
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
+
+    def on_client_goaway(self, error_code: int) -> None:
+        # A client's GOAWAY only stops new streams; its calls end with the socket. An
+        # error code means the client gave up on all of them.
+        if error_code:
+            self._cancel_all(UnavailableError(
+                StatusCode.UNAVAILABLE, f"client sent GOAWAY (error code {error_code})"))
+
+    # -- starting calls --------------------------------------------------------------
+
+    def _reject(self, stream: ServerStream, error: RpcError, http_status: int = 200,
                 content_type: str = "application/grpc",
                 extra: list[tuple[str, str]] | None = None) -> None:
-        headers = trailers(error.code, error.details, extra or (), trailers_only=True,
-                           content_type=content_type, http_status=http_status)
+        send = stream.reject(error.code, error.details, http_status=http_status,
+                             content_type=content_type, metadata=extra or ())
+        self._send_rejection(stream, send)
+
+    def _send_rejection(self, stream: ServerStream, send: Send) -> None:
         with self.lock:
             try:
-                self.conn.send_headers(stream_id, headers, end_stream=True)
-                self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
-            except _STREAM_GONE:
+                self.push_stream_frames(stream.stream_id, send.headers, send.end_stream,
+                                        send.reset)
+            except RpcError:
                 pass  # reset by the peer in the same read: nothing to answer
 
-    def _start_call(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
+    def _start_call(self, stream: ServerStream, headers: list[tuple[bytes, bytes]]) -> None:
         if is_plain_http(headers):  # not gRPC: a curl-style unary call (http_unary.py)
-            self.server.http.start_h2_stream(self, stream_id, headers)
+            self.server.http.start_h2_stream(self, stream, headers)
             return
+        stream_id = stream.stream_id
         try:
             head = parse_request_headers(headers)
         except RequestRejected as exc:
-            self._reject(stream_id, exc, exc.http_status)
+            self._reject(stream, exc, exc.http_status)
             return
-        if self.server.stopping or self.conn.count_open_inbound(before=stream_id) >= \
+        if self.server.stopping or self.open_streams_before(stream_id) >= \
                 self.server.max_concurrent_streams:
             # Over our SETTINGS_MAX_CONCURRENT_STREAMS (a peer may open streams before
             # it has read them): a stream error, RFC 9113 §5.1.2.
-            with self.lock:
-                try:
-                    self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
-                except _STREAM_GONE:
-                    pass
+            self._send_rejection(stream, stream.refuse())
             return
         handler, miss = self.server.lookup(head)
         if handler is not None and head.content_type.startswith("application/grpc+json"):
             handler = self.server.http.grpc_json_handler(head, handler)  # JSON payloads
             miss = f"{head.path} takes no JSON: its message types are unknown"
         if handler is None:
-            self._reject(stream_id, RpcError(StatusCode.UNIMPLEMENTED, miss),
+            self._reject(stream, RpcError(StatusCode.UNIMPLEMENTED, miss),
                          content_type=head.content_type)
             return
         if head.encoding not in (None, "identity") and \
                 get_codec(head.encoding) is None:
-            self._reject(stream_id, unsupported_encoding_error(head.encoding),
+            self._reject(stream, unsupported_encoding_error(head.encoding),
                          content_type=head.content_type,
                          extra=[("grpc-accept-encoding", accept_encoding_header())])
             return
         if len(self.calls) >= self.server.max_calls_per_connection:
-            self._reject(stream_id, RpcError(
+            self._reject(stream, RpcError(
                 StatusCode.RESOURCE_EXHAUSTED,
                 f"too many calls on one connection ({len(self.calls)} running; "
                 f"max_calls_per_connection={self.server.max_calls_per_connection})"),
                 content_type=head.content_type)
             return
         if not self.server.admit():
-            self._reject(stream_id, RpcError(
+            self._reject(stream, RpcError(
                 StatusCode.RESOURCE_EXHAUSTED,
                 f"server is at capacity ({self.server.max_workers} running calls and "
                 f"{self.server.max_pending_calls} waiting)"), content_type=head.content_type)
             return
+        stream.accept(head.content_type)  # not shared with other threads yet
         try:
-            call = ServerCall(self.server, self, stream_id, head, handler)
+            call = ServerCall(self.server, self, stream, head, handler)
         except Exception:
             self.server.call_finished()  # undo admit()
             raise
+        self.launch(call)
+
+    def launch(self, call: ServerCall) -> None:
+        """Register an admitted, accepted call and hand it to a worker (loop thread)."""
+        stream = call.stream
         with self.lock:
             # A flush while handling this read may have found the socket dead and
             # ended the connection (cancelling its calls): this one must not outlive it.
-            if not self.closed:
-                self.calls[stream_id] = call
-        if call.stream_id not in self.calls:
+            registered = not self.closed
+            if registered:
+                self.calls[call.stream_id] = call
+            else:
+                stream.lost(self.error or UnavailableError(StatusCode.UNAVAILABLE, "closed"))
+        if not registered:
             if call.timer is not None:
                 call.timer.cancel()  # it would hold the call until its deadline
             self.server.call_finished()  # undo admit()
@@ -647,7 +670,7 @@ class ServerConnection(H2Transport):
 
     def drain(self) -> None:
         """Graceful stop, step one: GOAWAY naming the last stream we will serve."""
-        self.send_goaway(self.conn.highest_inbound_stream_id)
+        self.send_goaway(self.highest_inbound_stream_id())
 
     def call_done(self, call: ServerCall) -> None:
         with self.lock:
@@ -733,16 +756,20 @@ class Server:
                  worker_idle_timeout: float | None = DEFAULT_WORKER_IDLE_TIMEOUT,
                  min_workers: int = 0,
                  flood_limits: FloodLimits | None = None,
-                 reflection: bool = False) -> None:
+                 reflection: bool = False,
+                 interceptors: Sequence[ServerInterceptor] = ()) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self.config = service_config
+        # Around every method of every service added (dubbo/interceptors), first outermost.
+        self.interceptors = tuple(interceptors)
         # service name -> {(group, version): handler}; filled before start(), read-only after.
         self.services: dict[str, dict[tuple[str | None, str | None], RpcServiceHandler]] = {}
-        self.add_service(service_config.service_handler, group=service_config.group,
-                         version=service_config.version)
+        if service_config.service_handler is not None:  # None: grpcio-style, added later
+            self.add_service(service_config.service_handler, group=service_config.group,
+                             version=service_config.version)
         # Served besides self.services (and never registered): grpc.health.v1.Health,
         # and with reflection=True grpc.reflection.v1/v1alpha. Read-only after start().
         self.health = HealthServicer()
@@ -799,8 +826,26 @@ class Server:
     def add_service(self, service: RpcServiceHandler, group: str | None = None,
                     version: str | None = None) -> None:
         """Serve one more service (or another group/version of one); before start()."""
+        if self.interceptors:
+            from ..interceptors.server import intercept_service
+            service = intercept_service(service, self.interceptors)
         self.services.setdefault(service.service_name, {})[(group or None, version or None)] = \
             service
+
+    # grpcio GenericRpcHandlers whose methods are known only per call; set before start().
+    generic_handlers: tuple[Any, ...] = ()
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Iterable[Any]) -> None:
+        """grpcio's ``Server.add_generic_rpc_handlers`` (what grpcio-tools'
+        ``add_XServicer_to_server`` calls), so generated servicers run unchanged;
+        before start()."""
+        grpc_compat.add_generic_rpc_handlers(self, generic_rpc_handlers)
+
+    def add_registered_method_handlers(self, service_name: str,
+                                       method_handlers: Mapping[str, Any]) -> None:
+        """grpcio's ``Server.add_registered_method_handlers``: ``method_handlers`` maps
+        method names to ``grpc.*_rpc_method_handler(...)``; before start()."""
+        self.add_service(grpc_compat.service_handler(service_name, method_handlers))
 
     def lookup(self, head: RequestHead) -> tuple[RpcMethodHandler | None, str]:
         """The handler for a request, or ``None`` and why.
@@ -815,6 +860,11 @@ class Server:
         if providers is None:  # a built-in service, whatever group or version is asked
             builtin = self.builtin_services.get(head.service)
             handler = None if builtin is None else builtin.method_handlers.get(head.method)
+            if handler is None and self.generic_handlers:  # grpcio's per-call handlers
+                handler = grpc_compat.generic_lookup(self.generic_handlers, head)
+                if handler is not None and self.interceptors:
+                    from ..interceptors.server import intercept_handler
+                    handler = intercept_handler(handler, head.service, self.interceptors)
             return handler, "" if handler else f"Method not found: {head.path}"
         group = (head.headers.get(b"tri-service-group") or b"").decode("latin-1") or None
         version = (head.headers.get(b"tri-service-version") or b"").decode("latin-1") or None

@@ -133,7 +133,7 @@ def compile_protos() -> dict[str, bytes]:
     import tempfile
 
     from google.protobuf import descriptor_pb2
-    from grpc_tools import protoc  # type: ignore[import-untyped]
+    from grpc_tools import protoc
 
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "set.pb")

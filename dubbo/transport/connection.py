@@ -826,3 +826,119 @@ class H2Transport:
 
     def connection_lost(self, error: RpcError) -> None:  # pragma: no cover
         raise NotImplementedError
+
+    # -- stream operations for the call layer (server) --
+    # server.py drives h2 only through these and never sees an h2 object: it gets
+    # plain values (stream ids, header lists, error codes) from dispatch_server_events
+    # and hands plain values back (what dubbo.call.server_stream.ServerStream decided).
+
+    # What h2 raises for a stream the peer already reset (and h2 may have forgotten).
+    _STREAM_GONE = (h2.exceptions.StreamClosedError, h2.exceptions.StreamIDTooLowError,
+                    h2.exceptions.NoSuchStreamError)
+
+    def dispatch_server_events(self, events: list[h2.events.Event]) -> None:
+        """``handle_events`` for the server: each of h2's events of one read becomes a
+        call with plain values (``on_request``, ``request_inbox``, ``on_request_end``,
+        ``on_request_reset``, ``on_client_settings``, ``on_client_goaway``)."""
+        # A request reset in the same read (rapid reset) is never started: it would
+        # cost a worker thread for a call nobody waits for.
+        reset_in_read = {e.stream_id for e in events
+                         if type(e) is h2.events.StreamReset} if len(events) > 1 else ()
+        for event in events:
+            if self.closed:  # ended while handling this read: the rest is moot
+                return
+            try:
+                if isinstance(event, h2.events.DataReceived):
+                    route = self.request_inbox(event.stream_id)
+                    if route is None:  # finished by us, or refused
+                        self.receive_data(event)
+                    else:
+                        self.receive_data(event, *route)
+                elif isinstance(event, h2.events.RequestReceived):
+                    self.on_request(event.stream_id, event.headers,
+                                    event.stream_id in reset_in_read)
+                elif isinstance(event, h2.events.RemoteSettingsChanged):
+                    self.on_client_settings()
+                elif isinstance(event, h2.events.StreamEnded):
+                    self.on_request_end(event.stream_id)
+                elif isinstance(event, h2.events.StreamReset):
+                    self.on_request_reset(event.stream_id, int(event.error_code or 0))
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    self.on_client_goaway(int(event.error_code or 0))
+            except self._STREAM_GONE as exc:
+                # An answer to a stream the same read also reset: that stream is over,
+                # the rest of the connection is not.
+                log.debug("stream closed while handling %r: %r", event, exc)
+
+    def on_request(self, stream_id: int, headers: list[tuple[bytes, bytes]],
+                   reset_in_read: bool) -> None:  # pragma: no cover
+        """A request's HEADERS (``reset_in_read``: its RST_STREAM came in the same read)."""
+        raise NotImplementedError
+
+    def request_inbox(self, stream_id: int
+                      ) -> tuple[Inbox, Callable[[RpcError], object]] | None:  # pragma: no cover
+        """Where a DATA frame's messages go, and who hears of bad input; None: drop them."""
+        raise NotImplementedError
+
+    def on_request_end(self, stream_id: int) -> None:  # pragma: no cover
+        """The client's END_STREAM."""
+        raise NotImplementedError
+
+    def on_request_reset(self, stream_id: int, error_code: int) -> None:  # pragma: no cover
+        """The client's RST_STREAM."""
+        raise NotImplementedError
+
+    def on_client_settings(self) -> None:  # pragma: no cover
+        """The client's SETTINGS arrived."""
+        raise NotImplementedError
+
+    def on_client_goaway(self, error_code: int) -> None:  # pragma: no cover
+        """The client's GOAWAY."""
+        raise NotImplementedError
+
+    def push_stream_frames(self, stream_id: int, headers: list[tuple[str, str]] | None,
+                           end_stream: bool = False, reset: int | None = None) -> None:
+        """With ``lock`` held: queue a HEADERS block (if any), then RST_STREAM(``reset``)
+        (if not None); ``flush`` sends them. Raises ``CancelledError`` if h2 refuses
+        (the stream was reset by the peer meanwhile, or is closed), and then queues
+        nothing after the refused frame."""
+        try:
+            if headers is not None:
+                self.conn.send_headers(stream_id, headers, end_stream=end_stream)
+            if reset is not None:
+                self.conn.reset_stream(stream_id, reset)
+        except h2.exceptions.ProtocolError as exc:
+            raise CancelledError(StatusCode.CANCELLED, f"stream closed: {exc}") from None
+
+    def send_window(self, stream_id: int) -> int:
+        """With ``lock`` held: bytes the stream may send now (its and the connection's
+        flow-control window), what ``push_stream_response`` may carry without waiting."""
+        return min(int(self.conn.local_flow_control_window(stream_id)),
+                   int(self.conn.max_outbound_frame_size))
+
+    def push_stream_response(self, stream_id: int, headers: list[tuple[str, str]],
+                             body: bytes, reset: int | None = None) -> None:
+        """With ``lock`` held, never waiting: a whole plain-HTTP response, HEADERS then
+        ``body`` (at most ``send_window``) with END_STREAM, then RST_STREAM(``reset``) if
+        not None; ``flush`` sends them. Raises ``CancelledError`` as
+        ``push_stream_frames`` does."""
+        try:
+            self.conn.send_headers(stream_id, headers)
+            self.conn.send_data(stream_id, body, end_stream=True)
+            if reset is not None:
+                self.conn.reset_stream(stream_id, reset)
+        except h2.exceptions.ProtocolError as exc:
+            raise CancelledError(StatusCode.CANCELLED, f"stream closed: {exc}") from None
+
+    def refuse_streams_ourselves(self) -> None:
+        """Streams over our MAX_CONCURRENT_STREAMS are the server's to refuse (with
+        REFUSED_STREAM, a stream error) rather than h2's (a connection error)."""
+        self.conn.streams_limited_by_us = True
+
+    def open_streams_before(self, stream_id: int) -> int:
+        """Streams the client opened before ``stream_id`` that are not closed."""
+        return self.conn.count_open_inbound(before=stream_id)
+
+    def highest_inbound_stream_id(self) -> int:
+        """The last stream the client opened (what a draining GOAWAY names)."""
+        return int(self.conn.highest_inbound_stream_id)

@@ -1,26 +1,14 @@
-"""Calls Greeter.clientStream on client_stream/server.py."""
+"""Calls Greeter.clientStream on client_stream/server.py through the generated stub."""
 
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "proto"))
+import greeter_dubbo
 import greeter_pb2
 
 import dubbo
 from dubbo.configs import ReferenceConfig
-
-
-class GreeterServiceStub:
-    def __init__(self, client: dubbo.Client):
-        self.client_stream = client.client_stream(
-            method_name="clientStream",
-            request_serializer=greeter_pb2.GreeterRequest.SerializeToString,
-            response_deserializer=greeter_pb2.GreeterReply.FromString,
-        )
-
-    def say_hello_to_all(self, values):
-        return self.client_stream(values)
-
 
 if __name__ == "__main__":
     reference_config = ReferenceConfig.from_url(
@@ -28,14 +16,14 @@ if __name__ == "__main__":
     )
     dubbo_client = dubbo.Client(reference_config)
 
-    stub = GreeterServiceStub(dubbo_client)
+    stub = greeter_dubbo.GreeterStub(dubbo_client)
 
     # Iterator of request
     def request_generator():
         for item in ["alice", "bob", "carol"]:
             yield greeter_pb2.GreeterRequest(name=str(item))
 
-    result = stub.say_hello_to_all(request_generator())
+    result = stub.clientStream(request_generator(), timeout=10)
 
     print(f"Received response: {result.message}")
 

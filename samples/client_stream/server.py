@@ -1,42 +1,30 @@
-"""Serves Greeter.clientStream: many requests in, one reply out."""
+"""Serves Greeter.clientStream: many requests in, one reply out (generated servicer)."""
 
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "proto"))
+import greeter_dubbo
 import greeter_pb2
 
 import dubbo
 from dubbo.configs import ServiceConfig
-from dubbo.proxy.handlers import RpcMethodHandler, RpcServiceHandler
 
 
-def client_stream(request_stream):
-    # The iterator ends when the client half-closes; only then is the reply sent.
-    names = []
-    for request in request_stream:
-        print(f"Received message from {request.name}")
-        names.append(request.name)
-    return greeter_pb2.GreeterReply(message=f"hello to {len(names)} people: {', '.join(names)}")
+class Greeter(greeter_dubbo.GreeterServicer):
+    def clientStream(self, request_iterator, context):
+        # The iterator ends when the client half-closes; only then is the reply sent.
+        names = []
+        for request in request_iterator:
+            print(f"Received message from {request.name}")
+            names.append(request.name)
+        return greeter_pb2.GreeterReply(
+            message=f"hello to {len(names)} people: {', '.join(names)}"
+        )
 
 
 if __name__ == "__main__":
-    # build a method handler
-    method_handler = RpcMethodHandler.client_stream(
-        client_stream,
-        request_deserializer=greeter_pb2.GreeterRequest.FromString,
-        response_serializer=greeter_pb2.GreeterReply.SerializeToString,
-    )
-    # build a service handler
-    service_handler = RpcServiceHandler(
-        service_name="org.apache.dubbo.samples.proto.Greeter",
-        method_handlers={"clientStream": method_handler},
-    )
-
-    service_config = ServiceConfig(service_handler)
-
-    # start the server
-    server = dubbo.Server(service_config).start()
+    server = dubbo.Server(ServiceConfig(Greeter().service_handler())).start()
 
     input("Press Enter to stop the server...\n")
     server.stop()

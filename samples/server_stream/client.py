@@ -1,26 +1,14 @@
-"""Calls Greeter.serverStream on server_stream/server.py."""
+"""Calls Greeter.serverStream on server_stream/server.py through the generated stub."""
 
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "proto"))
+import greeter_dubbo
 import greeter_pb2
 
 import dubbo
 from dubbo.configs import ReferenceConfig
-
-
-class GreeterServiceStub:
-    def __init__(self, client: dubbo.Client):
-        self.server_stream = client.server_stream(
-            method_name="serverStream",
-            request_serializer=greeter_pb2.GreeterRequest.SerializeToString,
-            response_deserializer=greeter_pb2.GreeterReply.FromString,
-        )
-
-    def say_hello_many_times(self, request):
-        return self.server_stream(request)
-
 
 if __name__ == "__main__":
     reference_config = ReferenceConfig.from_url(
@@ -28,9 +16,10 @@ if __name__ == "__main__":
     )
     dubbo_client = dubbo.Client(reference_config)
 
-    stub = GreeterServiceStub(dubbo_client)
+    stub = greeter_dubbo.GreeterStub(dubbo_client)
 
-    result = stub.say_hello_many_times(greeter_pb2.GreeterRequest(name="dubbo-python"))
+    # The result is an iterator of replies (and the call: .code(), .cancel(), ...).
+    result = stub.serverStream(greeter_pb2.GreeterRequest(name="dubbo-python"), timeout=10)
 
     for i in result:
         print(f"Received response: {i.message}")

@@ -1,26 +1,14 @@
-"""Calls Greeter.sayHello on unary/server.py."""
+"""Calls Greeter.sayHello on unary/server.py through the generated stub."""
 
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "proto"))
+import greeter_dubbo
 import greeter_pb2
 
 import dubbo
 from dubbo.configs import ReferenceConfig
-
-
-class GreeterServiceStub:
-    def __init__(self, client: dubbo.Client):
-        self.unary = client.unary(
-            method_name="sayHello",
-            request_serializer=greeter_pb2.GreeterRequest.SerializeToString,
-            response_deserializer=greeter_pb2.GreeterReply.FromString,
-        )
-
-    def say_hello(self, request):
-        return self.unary(request)
-
 
 if __name__ == "__main__":
     reference_config = ReferenceConfig.from_url(
@@ -28,9 +16,9 @@ if __name__ == "__main__":
     )
     dubbo_client = dubbo.Client(reference_config)
 
-    stub = GreeterServiceStub(dubbo_client)
+    stub = greeter_dubbo.GreeterStub(dubbo_client)
 
-    result = stub.say_hello(greeter_pb2.GreeterRequest(name="dubbo-python"))
+    result = stub.sayHello(greeter_pb2.GreeterRequest(name="dubbo-python"), timeout=10)
 
     print(f"Received response: {result.message}")
 

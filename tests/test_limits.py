@@ -20,7 +20,8 @@ from hyperframe.frame import ContinuationFrame, HeadersFrame
 import dubbo
 from dubbo.configs import ReferenceConfig, ServiceConfig
 from dubbo.proxy.handlers import RpcMethodHandler, RpcServiceHandler
-from dubbo.transport.connection import MAX_FRAME_SIZE, _H2Connection
+from dubbo.transport.connection import MAX_FRAME_SIZE, new_h2_connection
+from dubbo.transport.h2_internals import Connection
 from dubbo.wire.limits import FloodGuard, FloodLimits, Rate, TokenBucket
 
 SERVICE = "test.Limits"
@@ -48,9 +49,9 @@ def test_flood_guard_counts_each_kind_apart():
     assert guard.allow("settings", 0.0)
 
 
-def _server_h2(max_header_list_size: int = 64 * 1024) -> _H2Connection:
+def _server_h2(max_header_list_size: int = 64 * 1024) -> Connection:
     config = h2.config.H2Configuration(client_side=False, header_encoding=None)
-    conn = _H2Connection(config, max_header_list_size)
+    conn = new_h2_connection(config, max_header_list_size)
     conn.max_inbound_frame_size = MAX_FRAME_SIZE
     conn.incoming_buffer.max_frame_size = MAX_FRAME_SIZE
     conn.initiate_connection()

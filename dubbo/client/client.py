@@ -84,7 +84,9 @@ class ClientCall:
         self.local_error: RpcError | None = None  # cancel, deadline, request iterator failure
         self.ended = False  # the stream is closed both ways, or reset
         self.writer: MessageWriter | None = None  # request-streaming calls only
-        self.reading = False  # the caller waits for a reply: requests must not be held
+        # The caller waits for a reply: requests must not be held. No lock: one writer
+        # (the caller, in read()), and see read() for why a stale read is harmless.
+        self.reading = False
 
     def send_error(self) -> RpcError | None:
         """Why requests can no longer be sent, if they cannot."""
@@ -194,8 +196,11 @@ class ClientConnection(H2Transport):
     def __init__(self, address: tuple[Any, ...], family: int,
                  on_idle: Callable[[ClientConnection], None],
                  on_connect_failed: Callable[[ClientConnection, RpcError], None],
-                 tls: TLSLayer | None = None, connect_timeout: float = 5.0) -> None:
-        sock = socket.socket(family, socket.SOCK_STREAM)
+                 tls: TLSLayer | None = None, connect_timeout: float = 5.0,
+                 sock: socket.socket | None = None) -> None:
+        # ``sock``: already connected (tests/memory_pair.py runs over a socketpair).
+        connected = sock is not None
+        sock = socket.socket(family, socket.SOCK_STREAM) if sock is None else sock
         loop = IOLoop("dubbo-client-conn")
         try:
             super().__init__(sock, client_side=True, loop=loop, tls=tls)
@@ -207,7 +212,7 @@ class ClientConnection(H2Transport):
             self._on_idle = on_idle
             self._on_connect_failed = on_connect_failed
             self._tcp_up = False  # the TCP connect is done (its result was looked at)
-            error = sock.connect_ex(address)
+            error = 0 if connected else sock.connect_ex(address)
             if error in (errno.EINPROGRESS, errno.EWOULDBLOCK):
                 # On loopback and fast networks the connect is done at once: then the
                 # preface goes out from this thread, with no hand-over to the loop.

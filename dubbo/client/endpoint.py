@@ -118,6 +118,13 @@ class Endpoint:
                                        lambda: always or bool(connection.calls))
         return connection
 
+    def _adopt(self, connection: ClientConnection) -> None:
+        """Use ``connection`` (built on a given socket) as this provider's connection
+        (tests/memory_pair.py)."""
+        with self._lock:
+            self._current = connection
+            self._connections.add(connection)
+
     def _usable_locked(self) -> ClientConnection | None:
         """The current connection if calls may use it; raises while backing off."""
         if self._closed:

@@ -518,7 +518,8 @@ class ServerConnection(H2Transport):
         self.refuse_streams_ourselves()  # _start_call refuses excess streams
         self.server = server
         self.calls: dict[int, ServerCall] = {}  # guarded by self.lock
-        # The peer's preface and first SETTINGS arrived (loop thread; read by the timer).
+        # The peer's preface and first SETTINGS arrived (written by the loop thread only;
+        # the timer's unlocked read of a stale False closes at most a just-ready connection).
         self.ready = False
         self._handshake_timer: TimerHandle | None = None
 
@@ -806,6 +807,8 @@ class Server:
         self.worker_idle_timeout = worker_idle_timeout
         self.min_workers = min_workers
         self.flood_limits = flood_limits or FloodLimits()
+        # Written under _lock; read unlocked by the loop (_start_call) and the timer: a
+        # stale False admits one more call, which stop()'s cancel_remaining() ends.
         self.stopping = False
         self.timer = Scheduler("dubbo-server-timer")
         # Runs add_callback functions for calls that ended on the I/O or timer thread.
@@ -952,6 +955,13 @@ class Server:
         if self.keepalive_time:
             connection.start_keepalive(self.timer, self.keepalive_time,
                                        self.keepalive_timeout, lambda: True)
+
+    def _adopt(self, sock: socket.socket) -> None:
+        """Serve an already-connected socket as if accepted (tests/memory_pair.py: one
+        end of a socketpair, so protocol tests run without TCP)."""
+        assert self._loop is not None, "start() first"
+        if not self._loop.call_soon(lambda: self.accept(sock)):
+            sock.close()  # stopped meanwhile
 
     def admit(self) -> bool:
         """Count a new call in, unless the workers and the waiting room are full."""

@@ -15,6 +15,74 @@ once a stream has ``RECV_HIGH_WATER`` bytes waiting, so a slow consumer slows it
 and memory per stream stays bounded (grpclib's Buffer does the same). Compressed
 messages are inflated by the consumer as it takes them, so what a stream holds is
 bounded in compressed bytes and a handler that does not read costs no inflating.
+
+Locks
+-----
+
+Every lock of the transport and the layers above it, outermost first: a thread
+holding one may take only those below it (the order column), never one above.
+
+===================== ======================================================= =====
+lock                  guards                                                  order
+===================== ======================================================= =====
+``Client._lock``      the client's endpoints, ``_closed``, its timer;         1
+                      released before an endpoint or connection is touched
+``Server._lock``      connections, running-call count, ``stopping`` writes;   1
+                      its condition wakes ``stop()``; never held while a
+                      transport lock is taken
+``MessageWriter       one stream's packed messages and the order of its       2
+._lock``              sends; held across ``send_data`` (which may wait, see
+                      messages.py for why that holds no other thread)
+``H2Transport         ``_outbuf`` and the order bytes reach the socket (TLS   3
+._send_lock``         records too); ``secured`` is read under it
+``H2Transport.lock``  (a ``ConnectionLock``, an RLock) the h2 state machine,  4
+                      ``closed``/``error``/``_terminated``, ``_h2_pending``,
+                      the waiting-stream table; above: the call tables
+                      (``calls``), call state (``ServerCall``'s flags,
+                      ``ClientCall.status``/``local_error``), ``draining``,
+                      ``connected``. Waiters: senders on their stream's
+                      condition (same lock), stream-slot waiters and
+                      ``join`` on the lock's own condition
+``Endpoint._lock``    one provider's current connection, backoff, ``active``  5
+                      (``open_stream`` counts a call in under ``lock``). One
+                      exception: ``Endpoint.connection`` builds a
+                      ``ClientConnection`` under it, whose constructor takes
+                      that connection's ``lock``; no other thread can reach
+                      the connection yet, so no cycle
+``TLSLayer._lock``    the SSLObject and its BIOs (under ``_send_lock`` when   leaf
+                      encrypting, alone when reading)
+``IOLoop._lock``      the loop's pending callbacks, ``_closed`` (taken under  leaf
+                      ``_send_lock`` by ``call_soon``)
+``Scheduler._cond``   the timer heap (taken under ``MessageWriter._lock``;    leaf
+                      callbacks run outside it)
+``Inbox._lock``       ``buffered``/``deferred``/``abandoned``; never nested   leaf
+``WorkerPool._lock``  its workers and queue; tasks run outside it             leaf
+===================== ======================================================= =====
+
+A stream's sender waits on its own condition (``_StreamWait``): a WINDOW_UPDATE or
+RST_STREAM wakes the stream it names; a connection WINDOW_UPDATE or the backlog
+draining wakes every waiting stream; SETTINGS, GOAWAY, a protocol error and closing
+wake everyone (``lock.notify_all()``, which the call layers also use on a cancel;
+``wake_stream`` wakes one stream).
+
+State read without a lock, and why that is safe (CPython stores an attribute in
+one step, so a reader sees the old or the new value):
+
+* ``closed``: written under ``lock``, only ever False → True; an unlocked read is a
+  shortcut, and every step that matters (``check_open``, ``send_data``) looks again
+  under ``lock``.
+* ``last_activity``: one writer (the loop); the keepalive timer reading a stale
+  time pings a little early or late.
+* ``_want_write``: written under ``_send_lock``; ``_sync_write_interest`` on the loop
+  applies whatever value is current, and each change schedules another sync.
+* ``conn.has_output()`` and ``_outbuf`` peeked by the reader after a read: a thread
+  that puts bytes into h2 flushes them itself, so a stale "nothing" skips only a
+  flush someone else does; a stale "something" costs one empty flush.
+* ``backlog()`` reads ``len(_outbuf)`` without ``_send_lock``: approximate by design.
+* ``_unacked``/``_unacked_total``, ``_flood``: the reader's alone.
+* ``MessageWriter.pending``, ``ClientCall.reading``, ``ServerConnection.ready``,
+  ``Server.stopping``: one writer each, stale reads are benign (commented where
+  they are declared).
 """
 
 from __future__ import annotations
@@ -28,13 +96,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-from h2.frame_buffer import FrameBuffer
-from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
 from ..status import (
     CancelledError,
@@ -47,6 +112,7 @@ from ..status import (
 )
 from ..wire.deadline import Deadline
 from ..wire.limits import FloodGuard, FloodLimits
+from .h2_internals import Connection
 from .hpack_cache import CachingDecoder, CachingEncoder
 from .ioloop import IOLoop
 from .timer import Scheduler, TimerHandle
@@ -71,9 +137,11 @@ DEFAULT_MAX_HEADER_LIST_SIZE = 64 * 1024
 # What send_data takes: one buffer, or parts sent back to back.
 Payload = bytes | memoryview | tuple[bytes | memoryview, ...]
 
-# Events that may let a blocked sender go on (or must stop it).
-_WAKE_SENDERS = (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged,
-                 h2.events.StreamReset, h2.events.ConnectionTerminated)
+# Events that may let a blocked sender go on (or must stop it): a WINDOW_UPDATE or a
+# reset concerns its stream (a WINDOW_UPDATE on stream 0 every stream); SETTINGS and
+# GOAWAY concern every waiter, stream slots too.
+_WAKE_STREAM = (h2.events.WindowUpdated, h2.events.StreamReset)
+_WAKE_ALL = (h2.events.RemoteSettingsChanged, h2.events.ConnectionTerminated)
 # Events a peer can provoke for free, by the FloodGuard bucket that counts them.
 _FLOOD_KINDS: dict[type, str] = {
     h2.events.StreamReset: "resets",
@@ -84,99 +152,53 @@ _FLOOD_KINDS: dict[type, str] = {
 }
 
 
-class _FrameBuffer(FrameBuffer):
-    """h2's frame buffer, checked before it buffers: a frame header declaring more than
-    our SETTINGS_MAX_FRAME_SIZE is refused as soon as its 9 bytes arrive (h2 waits for
-    the whole declared frame first), and a header block (HEADERS + CONTINUATION) may
-    not grow past ``max_header_block`` bytes (h2 only counts its frames)."""
-
-    def __init__(self, server: bool, max_header_block: int) -> None:
-        super().__init__(server=server)
-        self.max_header_block = max_header_block
-        self._header_block_size = 0
-
-    def __next__(self) -> Any:
-        data = self._data
-        if len(data) >= 9:
-            length = int.from_bytes(data[:3], "big")
-            if length > self.max_frame_size:
-                raise h2.exceptions.FrameTooLargeError(
-                    f"frame of {length} bytes declared, max {self.max_frame_size}")
-        return super().__next__()
-
-    def _update_header_buffer(self, f: Any) -> Any:
-        if self._headers_buffer or (f is not None and f.type in (0x01, 0x05)
-                                    and "END_HEADERS" not in f.flags):
-            self._header_block_size = (self._header_block_size if self._headers_buffer
-                                       else 0) + len(getattr(f, "data", b""))
-            if self._header_block_size > self.max_header_block:
-                raise h2.exceptions.DenialOfServiceError(
-                    f"header block over {self.max_header_block} bytes")
-        return super()._update_header_buffer(f)
+def new_h2_connection(config: h2.config.H2Configuration, max_header_list_size: int,
+                      max_concurrent_streams: int | None = None) -> Connection:
+    """An h2 connection with our settings in force from the preface on, our HPACK
+    coders (hpack_cache) and a frame buffer that bounds what a peer makes us buffer
+    (h2_internals holds what this takes of h2's private parts)."""
+    settings = {
+        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+        h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
+        h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,
+    }
+    if max_concurrent_streams is not None:
+        settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = max_concurrent_streams
+    return Connection(config, settings, CachingEncoder(), CachingDecoder(max_header_list_size),
+                      max_header_block=max_header_list_size)
 
 
-class _H2Connection(h2.connection.H2Connection):
-    """h2's connection minus one cost: ``_receive_frame`` formats ``repr(frame)`` for
-    trace logging on every frame even when logging is off, which hex-dumps DATA
-    payloads (35% of the server's CPU echoing 4 MiB messages, 9% on small unary
-    calls). Same logic otherwise; h2 is pinned to 4.x in setup.cfg. Its HPACK coders
-    remember repeated header blocks (hpack_cache).
+class _StreamWait:
+    """The condition the senders of one stream wait on, on the transport's lock, and
+    how many wait (the entry goes when the last one leaves)."""
 
-    ``streams_limited_by_us``: h2 answers a stream over our MAX_CONCURRENT_STREAMS by
-    tearing down the whole connection, while RFC 9113 §5.1.2 makes it a stream error
-    (a peer may open streams before it has read our SETTINGS; grpclib does). The
-    server refuses such streams itself with REFUSED_STREAM, so h2's count is turned
-    off (it still purges closed streams)."""
+    __slots__ = ("cond", "count")
 
-    streams_limited_by_us = False
-
-    def __init__(self, config: h2.config.H2Configuration, max_header_list_size: int) -> None:
-        super().__init__(config=config)
-        self.encoder = CachingEncoder()
-        self.decoder = CachingDecoder(max_header_list_size)
-        self.incoming_buffer = _FrameBuffer(not config.client_side, max_header_list_size)
-
-    @property
-    def open_inbound_streams(self) -> int:
-        count = self.count_open_inbound()
-        return 0 if self.streams_limited_by_us else count
-
-    def count_open_inbound(self, before: int | None = None) -> int:
-        """Streams the peer opened that are not closed (h2 purges closed ones here);
-        with ``before``, only those opened before that stream id."""
-        if before is None:
-            return self._open_streams(int(not self.config.client_side))
-        remainder = int(not self.config.client_side)
-        return sum(1 for stream_id, stream in self.streams.items()
-                   if stream_id < before and stream_id % 2 == remainder and stream.open)
-
-    def _receive_frame(self, frame: Any) -> list[h2.events.Event]:
-        events: list[h2.events.Event]  # h2's dispatch table and exceptions are untyped
-        try:
-            frames, events = self._frame_dispatch_table[frame.__class__](frame)
-        except h2.exceptions.StreamClosedError as exc:
-            # Closed by RST_STREAM: answer with RST_STREAM; otherwise a connection error.
-            if not self._stream_is_closed_by_reset(exc.stream_id):
-                raise
-            self._prepare_for_sending([_rst_frame(exc.stream_id, exc.error_code)])
-            events = exc._events
-            return events
-        except h2.exceptions.StreamIDTooLowError as exc:
-            if self._stream_is_closed_by_reset(exc.stream_id):
-                self._prepare_for_sending(
-                    [_rst_frame(exc.stream_id, h2.errors.ErrorCodes.STREAM_CLOSED)])
-                return []
-            if self._stream_is_closed_by_end(exc.stream_id):
-                raise h2.exceptions.StreamClosedError(exc.stream_id) from exc
-            raise
-        self._prepare_for_sending(frames)
-        return events
+    def __init__(self, lock: threading.RLock) -> None:
+        self.cond = threading.Condition(lock)
+        self.count = 0
 
 
-def _rst_frame(stream_id: int, error_code: int) -> RstStreamFrame:
-    frame = RstStreamFrame(stream_id)
-    frame.error_code = error_code
-    return frame
+class ConnectionLock(threading.Condition):
+    """The transport's lock. As a condition, its own waiters are the threads waiting
+    for a stream slot (``ClientConnection.open_stream``) or for the end (``join``);
+    senders waiting for flow-control window or backlog wait on a condition of their
+    stream (``_StreamWait``) on the same lock, so a WINDOW_UPDATE wakes only the
+    stream it opens. ``notify_all()`` still wakes everyone: what a caller that does
+    not say which stream it concerns (a cancel, the connection closing) needs."""
+
+    def __init__(self, lock: threading.RLock, streams: dict[int, _StreamWait]) -> None:
+        super().__init__(lock)
+        self._streams = streams
+
+    def notify_all(self) -> None:
+        super().notify_all()
+        for wait in self._streams.values():
+            wait.cond.notify_all()
+
+    def notify_slot_waiters(self) -> None:
+        """Wake only the threads waiting on this condition itself (stream slots, join)."""
+        super().notify_all()
 
 
 def peer_name(family: int, address: tuple[Any, ...]) -> str:
@@ -197,16 +219,8 @@ class H2Transport:
     does not read is bounded; if control frames it provokes (PING and SETTINGS acks,
     resets) still pile up past ``max_send_buffer``, the connection is closed.
 
-    Locks, in the order they are taken:
-
-    ========== ================================================================
-    lock       guards
-    ========== ================================================================
-    _send_lock ``_outbuf`` and the order bytes reach the socket (TLS records too)
-    lock       the h2 state machine, ``closed``/``error``, ``_h2_pending``, the
-               subclasses' call tables; its condition wakes senders waiting for
-               window, for the outbound backlog to drain, or for a stream slot
-    ========== ================================================================
+    Locks: ``_send_lock`` then ``lock``, never the other way; the module docstring
+    has the table of every lock and the state each guards.
     """
 
     def __init__(self, sock: socket.socket, client_side: bool, loop: IOLoop,
@@ -215,10 +229,8 @@ class H2Transport:
                  max_header_list_size: int = DEFAULT_MAX_HEADER_LIST_SIZE,
                  max_send_buffer: int = DEFAULT_MAX_SEND_BUFFER,
                  flood_limits: FloodLimits | None = None) -> None:
-        try:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):  # not a socketpair (AF_UNIX)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # not TCP (a socketpair in tests)
-            pass
         sock.setblocking(False)
         self.sock = sock
         self.loop = loop
@@ -237,8 +249,12 @@ class H2Transport:
             client_side=client_side, header_encoding=None,
             validate_outbound_headers=False, normalize_outbound_headers=False,
             validate_inbound_headers=False, normalize_inbound_headers=False)
-        self.conn = _H2Connection(config, max_header_list_size)
-        self.lock = threading.Condition()  # see the class docstring
+        self.conn = new_h2_connection(config, max_header_list_size, max_concurrent_streams)
+        mutex = self.lock_mutex = threading.RLock()  # the lock under ``lock``
+        # Senders waiting for window or backlog, by stream (lock): see ConnectionLock.
+        self._stream_waits: dict[int, _StreamWait] = {}
+        self._backlog_waiters = 0  # of them, those waiting for the backlog (lock)
+        self.lock = ConnectionLock(mutex, self._stream_waits)  # see the class docstring
         self._send_lock = threading.Lock()
         self.closed = False
         self.error: RpcError | None = None
@@ -253,21 +269,6 @@ class H2Transport:
         # Credit owed to the peer, not yet handed to h2: the reader's alone.
         self._unacked: dict[int, int] = {}
         self._unacked_total = 0
-        self._keep_open_after_goaway()
-        # Our settings go in the preface's SETTINGS frame and are in force at once:
-        # accepting more than we advertised before the peer's ACK is harmless, and h2
-        # refreshes its frame-size limit only per receive_data() call, so a later
-        # update_settings() races an ACK and a large frame arriving in one read.
-        settings = {
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-            h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,
-        }
-        if max_concurrent_streams is not None:
-            settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = max_concurrent_streams
-        self.conn.local_settings = h2.settings.Settings(client=client_side,
-                                                        initial_values=settings)
-        self.conn.max_inbound_frame_size = MAX_FRAME_SIZE
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
 
@@ -367,10 +368,13 @@ class H2Transport:
                                                f"HTTP/2 protocol error: {exc}")
                 self.lock.notify_all()
                 raise
-            for event in events:
-                if isinstance(event, _WAKE_SENDERS):
-                    self.lock.notify_all()
-                    break
+            if self._stream_waits:
+                self._wake_for(events)
+            else:  # no sender waits: only stream-slot waiters may care
+                for event in events:
+                    if isinstance(event, _WAKE_ALL):
+                        self.lock.notify_slot_waiters()
+                        break
         flood = self._check_flood(events)
         if flood is not None:
             self.calm_down(flood)
@@ -378,8 +382,35 @@ class H2Transport:
         self.handle_events(events)
         # Most reads queue nothing to send (acks are batched); h2's outgoing buffer
         # says so without a lock (a writer that adds to it flushes).
-        if self.conn._data_to_send or self._outbuf:
+        if self.conn.has_output() or self._outbuf:
             self.flush()
+
+    def _wake_for(self, events: list[h2.events.Event]) -> None:
+        """Wake the waiters the events concern (lock held)."""
+        for event in events:
+            if isinstance(event, _WAKE_STREAM):
+                if event.stream_id:
+                    self._wake_stream_locked(event.stream_id)
+                else:  # the connection's window
+                    self._wake_streams_locked()
+            elif isinstance(event, _WAKE_ALL):
+                self.lock.notify_all()
+                return
+
+    def _wake_stream_locked(self, stream_id: int) -> None:
+        wait = self._stream_waits.get(stream_id)
+        if wait is not None:
+            wait.cond.notify_all()
+
+    def _wake_streams_locked(self) -> None:
+        for wait in self._stream_waits.values():
+            wait.cond.notify_all()
+
+    def wake_stream(self, stream_id: int) -> None:
+        """Wake the threads waiting to send on ``stream_id`` (its call was cancelled, its
+        deadline passed), and no other."""
+        with self.lock:
+            self._wake_stream_locked(stream_id)
 
     def _check_flood(self, events: list[h2.events.Event]) -> str | None:
         """Count what the peer made us do; the name of a limit it broke, if any."""
@@ -498,32 +529,13 @@ class H2Transport:
 
     # -- GOAWAY and keepalive ------------------------------------------------------
 
-    def _keep_open_after_goaway(self) -> None:
-        """h2 treats any GOAWAY, sent or received, as the end of the connection and
-        rejects every later frame. gRPC drains instead: streams at or below the
-        GOAWAY's last stream id run to completion (PROTOCOL-HTTP2.md "GOAWAY"). So the
-        state machine is put back after each GOAWAY; ``draining`` flags of our own
-        stop new streams."""
-        table = self.conn._frame_dispatch_table
-        receive_goaway = table[GoAwayFrame]
-
-        def receive_and_stay_open(frame: GoAwayFrame) -> Any:
-            state = self.conn.state_machine.state
-            result = receive_goaway(frame)
-            self.conn.state_machine.state = state
-            return result
-
-        table[GoAwayFrame] = receive_and_stay_open
-
     def send_goaway(self, last_stream_id: int | None = None,
                     error_code: int = h2.errors.ErrorCodes.NO_ERROR) -> None:
         """Tell the peer to open no more streams; those up to ``last_stream_id`` go on."""
         with self.lock:
             if self.closed:
                 return
-            state = self.conn.state_machine.state
-            self.conn.close_connection(error_code, last_stream_id=last_stream_id)
-            self.conn.state_machine.state = state
+            self.conn.send_goaway(error_code, last_stream_id)
         try:
             self.flush()
         except RpcError:
@@ -584,9 +596,13 @@ class H2Transport:
             with self.lock:
                 data = self.conn.data_to_send()
                 self._h2_pending = 0
+                backlog_waiters = self._backlog_waiters
             if self.tls is not None:
                 data = self.tls.encrypt(data)  # under the send lock: records in order
             failure = self._write_locked(data)
+            if backlog_waiters and len(self._outbuf) < OUTBOUND_HIGH_WATER:
+                # What h2 held counted in the backlog and is now with the socket.
+                self._drained()
         if failure is not None:
             self.close(failure)
             raise self.error or failure
@@ -655,7 +671,8 @@ class H2Transport:
 
     def _drained(self) -> None:
         with self.lock:
-            self.lock.notify_all()
+            if self._backlog_waiters:
+                self._wake_streams_locked()
 
     def backlog(self) -> int:
         """Bytes handed to h2 or the socket layer and not yet sent (approximate)."""
@@ -707,8 +724,8 @@ class H2Transport:
                     self.check_open()
                     if sent == total:
                         break
-                    window = min(self.conn.local_flow_control_window(stream_id),
-                                 OUTBOUND_HIGH_WATER - self.backlog())
+                    window_room = self.conn.local_flow_control_window(stream_id)
+                    window = min(window_room, OUTBOUND_HIGH_WATER - self.backlog())
                     if window > 0:
                         break
                     if not block:
@@ -726,7 +743,7 @@ class H2Transport:
                                 StatusCode.CANCELLED,
                                 f"the peer read nothing for {send_timeout:g}s")
                         wait = left if wait is None else min(wait, left)
-                    self.lock.wait(wait)
+                    self._wait_locked(stream_id, wait, window_room > 0)
                 stalled_at = 0.0
                 frame_size = self.conn.max_outbound_frame_size
                 budget = min(window, SEND_BATCH) if sent < total else 0
@@ -762,6 +779,22 @@ class H2Transport:
             if sent == total:
                 return None
 
+    def _wait_locked(self, stream_id: int, timeout: float | None, for_backlog: bool) -> None:
+        """Wait (lock held) on the stream's own condition until something that concerns
+        it happens (see ``_wake_for``), or ``timeout``."""
+        wait = self._stream_waits.get(stream_id)
+        if wait is None:
+            wait = self._stream_waits[stream_id] = _StreamWait(self.lock_mutex)
+        wait.count += 1
+        self._backlog_waiters += for_backlog
+        try:
+            wait.cond.wait(timeout)
+        finally:
+            self._backlog_waiters -= for_backlog
+            wait.count -= 1
+            if not wait.count:
+                del self._stream_waits[stream_id]
+
     def acknowledge(self, stream_id: int, credit: int) -> None:
         """Give ``credit`` bytes of receive window back to the peer."""
         if credit:
@@ -780,7 +813,7 @@ class H2Transport:
                 self.conn.reset_stream(stream_id, error_code)
             except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
                 return
-            self.lock.notify_all()
+            self._wake_stream_locked(stream_id)
         try:
             self.flush()
         except RpcError:

@@ -4,9 +4,10 @@ gRPC repeats the same header blocks call after call: request headers, response h
 ``grpc-status: 0`` trailers. Once their fields sit in the HPACK dynamic table, each
 block encodes to (and decodes from) the same bytes, yet hpack redoes the work in Python
 every time. A result is reused only while the dynamic table is exactly as it was when
-it was computed: the table counts its changes (``version``), and only a block whose
-coding left the table unchanged is remembered, so the bytes on the wire are the ones
-hpack itself would produce (RFC 7541 §2.3: coding depends on nothing else).
+it was computed: the table counts its changes (``version``, see h2_internals), and
+only a block whose coding left the table unchanged is remembered, so the bytes on the
+wire are the ones hpack itself would produce (RFC 7541 §2.3: coding depends on nothing
+else).
 
 Peers choose what we decode, so each cache is bounded in bytes as well as entries: a
 block is counted as its encoded bytes plus, per field, name + value + 32 (the way RFC
@@ -21,7 +22,8 @@ from __future__ import annotations
 from typing import Any, Generic, TypeVar
 
 from hpack import Decoder, Encoder
-from hpack.table import HeaderTable
+
+from .h2_internals import VersionedTable, install_versioned_table, resize_pending
 
 __all__ = ["CachingDecoder", "CachingEncoder"]
 
@@ -63,43 +65,19 @@ class _BlockCache(Generic[_K, _V]):
         self.size += cost
 
 
-class _VersionedTable(HeaderTable):
-    """A dynamic table that counts every change to its contents or size."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.version = 0
-
-    def add(self, name: bytes, value: bytes) -> None:
-        self.version += 1
-        super().add(name, value)
-
-    @property
-    def maxsize(self) -> int:
-        return super().maxsize
-
-    @maxsize.setter
-    def maxsize(self, newmax: int) -> None:
-        self.version += 1
-        # mypy types a property read off its class as the getter; it is the property.
-        HeaderTable.maxsize.fset(self, newmax)  # type: ignore[attr-defined]
-
-
 class CachingEncoder(Encoder):
-    header_table: _VersionedTable
-
     def __init__(self) -> None:
         super().__init__()
-        self.header_table = _VersionedTable()
+        self._table: VersionedTable = install_versioned_table(self)
         self._cache: _BlockCache[tuple[Any, ...], bytes] = _BlockCache()
 
     def encode(self, headers: Any, huffman: bool = True) -> bytes:
         if isinstance(headers, dict):
             return super().encode(headers, huffman)
         block = tuple(headers)
-        table = self.header_table
+        table = self._table
         version = table.version
-        if not table.resized:  # a pending size update must be emitted, once
+        if not resize_pending(table):  # a pending size update must be emitted, once
             hit = self._cache.entries.get(block)
             if hit is not None and hit[0] == version:
                 return hit[1]
@@ -112,18 +90,16 @@ class CachingEncoder(Encoder):
 
 
 class CachingDecoder(Decoder):
-    header_table: _VersionedTable
-
     def __init__(self, max_header_list_size: int = 2**16) -> None:
         super().__init__(max_header_list_size)
-        self.header_table = _VersionedTable()
+        self._table: VersionedTable = install_versioned_table(self)
         self._cache: _BlockCache[tuple[bytes, bool], list[Any]] = _BlockCache()
 
     def decode(self, data: Any, raw: bool = False) -> Any:
         if len(data) > _MAX_BLOCK_BYTES:  # never cached: not even worth hashing
             return super().decode(data, raw)
         key = (bytes(data), raw)
-        table = self.header_table
+        table = self._table
         version = table.version
         hit = self._cache.entries.get(key)
         if hit is not None and hit[0] == version:

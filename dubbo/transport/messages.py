@@ -39,8 +39,10 @@ class Inbox:
 
     The reader thread ``feed``s; one consumer thread ``get``s. The messages of one DATA
     frame travel as one queue item (a list), so a frame packed with many messages costs
-    one hand-over, not one per message. ``_lock`` guards ``buffered`` and ``deferred``
-    (bytes whose flow-control credit we hold back); ``_ready`` belongs to the consumer.
+    one hand-over, not one per message. ``_lock`` guards ``buffered``, ``deferred``
+    (bytes whose flow-control credit we hold back) and ``abandoned``; it is never held
+    while another lock is taken. ``_ready``, ``done`` and the decompressor belong to
+    the consumer, ``decoder`` to the reader.
     """
 
     __slots__ = ("_queue", "_ready", "_lock", "buffered", "deferred", "error", "done",
@@ -79,13 +81,17 @@ class Inbox:
 
     def feed(self, data: bytes, flow_controlled: int) -> int:
         """Decode ``data``; return how much credit to give back to the peer now."""
-        if self.abandoned:
+        if self.abandoned:  # unlocked: the fast way out; looked at again below
             return flow_controlled
         messages = self.decoder.feed(data)
         if self.drop_empty:
             messages = [m for m in messages if m]
         size = sum(map(len, messages))
         with self._lock:
+            if self.abandoned:
+                # Abandoned since the look above (the call ended on another thread):
+                # credit held back now would never be returned.
+                return flow_controlled
             if self.buffered >= RECV_HIGH_WATER:
                 self.deferred += flow_controlled
                 ack = 0
@@ -101,6 +107,9 @@ class Inbox:
 
     def fail(self, error: RpcError) -> None:
         """Wake the consumer with ``error`` at once, ahead of queued messages."""
+        # No lock: two threads failing at once (a reset read and the deadline) may
+        # both store, and either error is right; the queue item published after it
+        # is what the consumer synchronises on.
         if self.error is None:
             self.error = error
         self._queue.put(_END)
@@ -172,6 +181,18 @@ class MessageWriter:
     (``flush``), and at the latest ``COALESCE_DELAY`` after the first one began to
     wait (the scheduler). ``_lock`` guards ``_pending``/``_size``/``_armed`` and keeps
     this stream's sends in order.
+
+    ``_lock`` is held across ``send_data``, which may wait for window or backlog
+    (bounded by the deadline, a cancel and ``send_timeout``): sends of one stream
+    must reach h2 in order. No other thread is held by that wait: only the producer
+    (the handler, or a client's sender thread) takes the lock waiting, in ``write``
+    and ``close``; ``flush`` (which a client's caller runs before it reads) waits for
+    it at most ``COALESCE_DELAY`` and the scheduler's ``_on_timer`` only tries it;
+    both give up if it is held longer. That is safe
+    because something pending always has the timer armed (``write`` arms it before
+    leaving a message, ``_on_timer`` re-arms it for what the window did not take),
+    and a sender holding the lock has already taken what was pending. The lock is
+    taken before the transport's (``_send_lock``, ``lock``), never after.
     """
 
     __slots__ = ("transport", "stream_id", "deadline", "error", "scheduler", "urgent",
@@ -196,6 +217,8 @@ class MessageWriter:
 
     @property
     def pending(self) -> bool:
+        """Read without the lock (a stale answer costs at most ``COALESCE_DELAY``:
+        what waits has the timer armed)."""
         return bool(self._pending)
 
     def write(self, frame: Payload, coalesce: bool) -> None:
@@ -211,10 +234,16 @@ class MessageWriter:
             self._send_locked(False, None)
 
     def flush(self) -> None:
-        if self._pending:
-            with self._lock:
+        """Send what waits now. Waits for the lock at most ``COALESCE_DELAY``: a
+        producer only adding a message lets go within microseconds (and a ping-pong
+        caller must not leave its request to the timer), while one holding it across
+        a send that waits for window is left to it: what waits has the timer armed."""
+        if self._pending and self._lock.acquire(timeout=COALESCE_DELAY):
+            try:
                 if self._pending:
                     self._send_locked(False, None)
+            finally:
+                self._lock.release()
 
     def close(self, end_stream: bool = True,
               trailers: list[tuple[str, str]] | None = None) -> None:

@@ -16,6 +16,7 @@ import time
 import greeter_pb2
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import pytest
 
@@ -32,7 +33,21 @@ needs_curl = pytest.mark.skipif(CURL is None, reason="curl is not installed")
 Req, Reply = greeter_pb2.GreeterRequest, greeter_pb2.GreeterReply
 
 
+# What the "hold" and "cancel" handlers saw (reset by the ``held`` fixture).
+HELD: dict[str, threading.Event] = {}
+
+
 def say_hello(request, context):
+    if request.name == "hold":  # until the call ends under it
+        HELD["entered"].set()
+        context.add_callback(HELD["callback"].set)
+        until = time.monotonic() + 5
+        while context.is_active() and time.monotonic() < until:
+            time.sleep(0.01)
+        if not context.is_active():
+            HELD["inactive"].set()
+    if request.name == "cancel":
+        context.cancel()
     if request.name == "boom":
         raise ValueError("boom!")
     if request.name == "missing":
@@ -376,3 +391,145 @@ def test_grpc_json_with_grpclibs_client(server):
     reply, replies = asyncio.run(call())
     assert reply.message == "hello grpclib from worker"
     assert [r.message for r in replies] == ["g 0", "g 1", "g 2"]
+
+
+# -- plain HTTP on HTTP/2, frame by frame (h2 as the client) ------------------------
+
+@pytest.fixture
+def held():
+    HELD.clear()
+    HELD.update(entered=threading.Event(), callback=threading.Event(),
+                inactive=threading.Event())
+    return HELD
+
+
+class H2Peer:
+    """A bare HTTP/2 client: what curl cannot show (resets, refusals, timing)."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.settimeout(5)
+        self.conn.initiate_connection()
+        self.events: list[h2.events.Event] = []
+        self.flush()
+
+    def flush(self) -> None:
+        self.sock.sendall(self.conn.data_to_send())
+
+    def post(self, stream_id: int, path: str, body: bytes | None = b'{"name":"x"}',
+             content_type: str = "application/json", end: bool = True) -> None:
+        self.conn.send_headers(stream_id, [
+            (":method", "POST"), (":scheme", "http"), (":authority", "127.0.0.1"),
+            (":path", path), ("content-type", content_type)],
+            end_stream=body is None and end)
+        if body is not None:
+            self.conn.send_data(stream_id, body, end_stream=end)
+        self.flush()
+
+    def until(self, done, timeout: float = 5.0) -> list[h2.events.Event]:
+        """Read until ``done(events)``; every event so far."""
+        deadline = time.monotonic() + timeout
+        while not done(self.events):
+            assert time.monotonic() < deadline, self.events
+            data = self.sock.recv(65536)
+            assert data, f"connection closed: {self.events}"
+            self.events += self.conn.receive_data(data)
+            self.flush()
+        return self.events
+
+    def of(self, stream_id: int, kind: type) -> list:
+        return [e for e in self.events
+                if isinstance(e, kind) and getattr(e, "stream_id", None) == stream_id]
+
+    def ended(self, stream_id: int):
+        return lambda events: self.of(stream_id, h2.events.StreamEnded) or \
+            self.of(stream_id, h2.events.StreamReset)
+
+    def response(self, stream_id: int) -> tuple[int, bytes]:
+        headers = dict(self.of(stream_id, h2.events.ResponseReceived)[0].headers)
+        body = b"".join(e.data for e in self.of(stream_id, h2.events.DataReceived))
+        return int(headers[":status"]), body
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def h2peer():
+    peers = []
+
+    def connect(port: int) -> H2Peer:
+        peers.append(H2Peer(port))
+        return peers[-1]
+
+    yield connect
+    for peer in peers:
+        peer.close()
+
+
+def test_http2_early_answer_is_not_reset_and_the_rest_of_the_body_is_taken(server, h2peer):
+    """A refusal answered from the headers alone (415 here) is a whole response and no
+    RST_STREAM: curl drops a response whose stream is reset while it still sends."""
+    s = server()
+    peer = h2peer(s.port)
+    peer.post(1, f"/{SERVICE}/sayHello", b'{"name":', content_type="text/plain", end=False)
+    peer.until(peer.ended(1))
+    status, body = peer.response(1)
+    assert status == 415 and json.loads(body)["status"] == "415"
+    peer.conn.send_data(1, b'"x"}' * 1000, end_stream=True)  # the rest of the body
+    peer.post(3, f"/{SERVICE}/sayHello")  # the connection goes on
+    peer.until(peer.ended(3))
+    assert peer.response(3)[0] == 200
+    assert not peer.of(1, h2.events.StreamReset)
+
+
+def test_http2_body_over_the_limit_is_413_then_reset_no_error(server, h2peer):
+    """A body over max_receive_message_size is answered 413 as it arrives, and a client
+    still sending is told to stop (RST_STREAM NO_ERROR, RFC 9113 §8.1)."""
+    s = server(max_receive_message_size=1000)
+    peer = h2peer(s.port)
+    peer.post(1, f"/{SERVICE}/sayHello", b'{"name":"' + b"x" * 1500, end=False)
+    peer.until(lambda events: peer.of(1, h2.events.StreamReset))
+    status, body = peer.response(1)
+    assert status == 413 and "over 1000 bytes" in json.loads(body)["message"]
+    assert peer.of(1, h2.events.StreamEnded)  # the whole response came first
+    assert peer.of(1, h2.events.StreamReset)[0].error_code == h2.errors.ErrorCodes.NO_ERROR
+
+
+@needs_curl
+def test_http2_deadline_is_answered_504_while_the_handler_still_runs(server):
+    s = server()
+    started = time.monotonic()
+    status, _, text = curl(s.port, f"/{SERVICE}/sayHello", '{"name":"slow"}',
+                           "-H", "tri-service-timeout: 100", http2=True)
+    assert status == 504 and json.loads(text)["status"] == "504", text
+    assert time.monotonic() - started < 0.45  # the handler sleeps 0.5 s
+
+
+def test_http2_excess_streams_are_refused_and_a_client_reset_ends_the_handler(
+        server, h2peer, held):
+    s = server(max_concurrent_streams=1)
+    peer = h2peer(s.port)
+    # Both before the server's SETTINGS are read: h2 does not hold the second back.
+    peer.post(1, f"/{SERVICE}/sayHello", b'{"name":"hold"}')
+    peer.post(3, f"/{SERVICE}/sayHello")
+    peer.until(lambda events: peer.of(3, h2.events.StreamReset))
+    assert peer.of(3, h2.events.StreamReset)[0].error_code == \
+        h2.errors.ErrorCodes.REFUSED_STREAM
+    assert held["entered"].wait(5)
+    peer.conn.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
+    peer.flush()
+    assert held["inactive"].wait(5)  # context.is_active() turned False
+    assert held["callback"].wait(5)  # add_callback functions ran
+    assert not peer.of(1, h2.events.ResponseReceived)
+
+
+def test_http2_context_cancel_resets_the_stream(server, h2peer):
+    s = server()
+    peer = h2peer(s.port)
+    peer.post(1, f"/{SERVICE}/sayHello", b'{"name":"cancel"}')
+    peer.until(peer.ended(1))
+    assert peer.of(1, h2.events.StreamReset)[0].error_code == h2.errors.ErrorCodes.CANCEL
+    assert not peer.of(1, h2.events.ResponseReceived)

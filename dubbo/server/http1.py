@@ -377,7 +377,7 @@ class Http1Connection:
             self.send_response(HttpResponse.error(429, "server is at capacity"))
             return
         call = self._call = HttpCall(self, prepared.head, prepared.deadline)
-        server.submit(_Task(self, prepared, body, call))  # type: ignore[arg-type]
+        server.submit(_Task(self, prepared, body, call))
 
     def send_response(self, response: HttpResponse, close: bool = False) -> None:
         """Answer the current request (loop thread); then the next one, if any."""

@@ -9,7 +9,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..call.server_stream import Event, Send, ServerStream
 from ..configs import ServiceConfig
@@ -488,6 +488,15 @@ class ServerCall:
 
 
 _MISSING = object()
+
+
+@runtime_checkable
+class PoolTask(Protocol):
+    """What ``Server.submit`` runs on a worker: a ``ServerCall``, or an HTTP/1.1
+    request (``http1.py``); ``cancel`` if it never gets to run."""
+
+    def run(self) -> None: ...
+    def cancel(self, error: RpcError) -> None: ...
 
 
 def _run_all(callbacks: list[Callable[[], Any]]) -> None:
@@ -972,7 +981,7 @@ class Server:
             self._active += 1
             return True
 
-    def submit(self, call: ServerCall) -> None:
+    def submit(self, call: PoolTask) -> None:
         assert self._pool is not None
         try:
             self._pool.submit(call.run)
@@ -1041,7 +1050,7 @@ class Server:
             stuck = self._active
         for task in self._pool.shutdown(wait=stuck == 0):  # calls that never got a worker
             call = getattr(task, "__self__", None)
-            if isinstance(call, ServerCall):
+            if isinstance(call, PoolTask):
                 self.call_finished()
                 call.cancel(UnavailableError(StatusCode.UNAVAILABLE, "server stopped"))
         if stuck:

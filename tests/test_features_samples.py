@@ -84,6 +84,19 @@ EXPECTED = {
         r"client: watch -> SERVING$",
         r"client: watch -> NOT_SERVING \(end\)$",
     ],
+    "json_and_curl": [
+        r"HTTP/1\.1: 200 \{'message': 'hello, http'\}",
+        r"HTTP/1\.1 error: 400 \{'status': '400', 'message': 'name is empty'\}",
+        r"curl HTTP/2: (\{\"message\":\"hello, h2\"\}|\(curl not installed\))",
+        r"grpc\+json: hello, grpc",
+    ],
+    "cli": [
+        r"list: dubbo\.demo\.Greeter, grpc\.health\.v1\.Health, ",
+        r"describe: rpc SayHello\(dubbo\.demo\.HelloRequest\) returns \(dubbo\.demo\.HelloReply\);",
+        r"call: exit 0: \{\"message\": \"hello, cli\"\}",
+        r"failed call: exit 1: INVALID_ARGUMENT: name is empty",
+        r"health: exit 0: SERVING",
+    ],
     "reflection": [
         r"client: service grpc\.health\.v1\.Health$",
         r"client: service grpc\.reflection\.v1\.ServerReflection$",

@@ -800,6 +800,7 @@ class Client:
                  keepalive_permit_without_calls: bool = False,
                  ssl_context: ssl.SSLContext | None = None,
                  providers: list[tuple[str, int, int]] | None = None,
+                 content_type: str = "application/grpc+proto",
                  interceptors: Sequence[ClientInterceptor] = ()) -> None:
         if not reference.service:
             raise ValueError("ReferenceConfig has no service name")
@@ -834,6 +835,8 @@ class Client:
         if application is not None:
             extra.append(("tri-consumer-appname", application.name))
         self._extra_headers = extra
+        # "application/grpc+json" with JSON (de)serializers: dubbo.wire.json_codec
+        self.content_type = content_type
         self._scheme = "http" if ssl_context is None else "https"
         if providers is None:
             providers = [(host, port, DEFAULT_WEIGHT) for host, port in reference.addresses]
@@ -885,7 +888,7 @@ class Client:
                                metadata=encode_metadata(metadata),
                                accept_encoding=accept_encoding_header(),
                                encoding=codec.name if codec is not None else None,
-                               extra=self._extra_headers)
+                               extra=self._extra_headers, content_type=self.content_type)
 
     # -- providers -----------------------------------------------------------------
 

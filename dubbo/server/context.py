@@ -6,7 +6,7 @@ Method names follow grpcio's ``ServicerContext`` so servicer code ports unchange
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from ..status import Details, RpcError, StatusCode
 from ..transport.tls import INSECURE_AUTH_CONTEXT
@@ -14,9 +14,38 @@ from ..wire.compression import codec_name
 from ..wire.metadata import MetadataLike
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .server import ServerCall
+    from ..transport.tls import TLSLayer
+    from ..wire.deadline import Deadline
+    from ..wire.metadata import RequestHead
 
-__all__ = ["ServicerContext"]
+__all__ = ["ContextCall", "ServicerContext"]
+
+
+class _Peer(Protocol):
+    @property
+    def peer(self) -> str: ...
+    @property
+    def tls(self) -> TLSLayer | None: ...
+
+
+class ContextCall(Protocol):
+    """What a context uses of its call: a ``ServerCall``, or a plain-HTTP call
+    (``dubbo.server.http_unary.HttpCall``, HTTP/1.1)."""
+
+    @property
+    def head(self) -> RequestHead: ...
+    @property
+    def deadline(self) -> Deadline | None: ...
+    @property
+    def transport(self) -> _Peer: ...
+    @property
+    def final_status(self) -> tuple[StatusCode, str] | None: ...
+    def is_active(self) -> bool: ...
+    def add_callback(self, callback: Callable[[], Any]) -> bool: ...
+    def send_initial_metadata(self, metadata: MetadataLike) -> None: ...
+    def set_trailing_metadata(self, metadata: MetadataLike) -> None: ...
+    def set_compression(self, name: str | None) -> None: ...
+    def cancel_locally(self) -> None: ...
 
 
 def _status_code(code: Any) -> StatusCode:
@@ -34,7 +63,7 @@ class ServicerContext:
 
     __slots__ = ("_call", "code", "details")
 
-    def __init__(self, call: ServerCall) -> None:
+    def __init__(self, call: ContextCall) -> None:
         self._call = call
         self.code: StatusCode | None = None  # set_code(): the status of a normal return
         self.details: Details = Details()

@@ -9,7 +9,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..call.server_stream import Event, Send, ServerStream
 from ..configs import ServiceConfig
@@ -61,6 +61,7 @@ from ..wire.metadata import (
 )
 from . import signals
 from .context import ServicerContext
+from .http_unary import HttpUnary, is_plain_http
 from .memory import release_free_memory
 from .workers import WorkerPool
 
@@ -489,6 +490,15 @@ class ServerCall:
 _MISSING = object()
 
 
+@runtime_checkable
+class PoolTask(Protocol):
+    """What ``Server.submit`` runs on a worker: a ``ServerCall``, or an HTTP/1.1
+    request (``http1.py``); ``cancel`` if it never gets to run."""
+
+    def run(self) -> None: ...
+    def cancel(self, error: RpcError) -> None: ...
+
+
 def _run_all(callbacks: list[Callable[[], Any]]) -> None:
     for callback in callbacks:
         try:
@@ -600,6 +610,9 @@ class ServerConnection(H2Transport):
                 pass  # reset by the peer in the same read: nothing to answer
 
     def _start_call(self, stream: ServerStream, headers: list[tuple[bytes, bytes]]) -> None:
+        if is_plain_http(headers):  # not gRPC: a curl-style unary call (http_unary.py)
+            self.server.http.start_h2_stream(self, stream, headers)
+            return
         stream_id = stream.stream_id
         try:
             head = parse_request_headers(headers)
@@ -613,6 +626,9 @@ class ServerConnection(H2Transport):
             self._send_rejection(stream, stream.refuse())
             return
         handler, miss = self.server.lookup(head)
+        if handler is not None and head.content_type.startswith("application/grpc+json"):
+            handler = self.server.http.grpc_json_handler(head, handler)  # JSON payloads
+            miss = f"{head.path} takes no JSON: its message types are unknown"
         if handler is None:
             self._reject(stream, RpcError(StatusCode.UNIMPLEMENTED, miss),
                          content_type=head.content_type)
@@ -642,12 +658,17 @@ class ServerConnection(H2Transport):
         except Exception:
             self.server.call_finished()  # undo admit()
             raise
+        self.launch(call)
+
+    def launch(self, call: ServerCall) -> None:
+        """Register an admitted, accepted call and hand it to a worker (loop thread)."""
+        stream = call.stream
         with self.lock:
             # A flush while handling this read may have found the socket dead and
             # ended the connection (cancelling its calls): this one must not outlive it.
             registered = not self.closed
             if registered:
-                self.calls[stream_id] = call
+                self.calls[call.stream_id] = call
             else:
                 stream.lost(self.error or UnavailableError(StatusCode.UNAVAILABLE, "closed"))
         if not registered:
@@ -812,6 +833,7 @@ class Server:
         self._pool: WorkerPool | None = None
         self._stopped = threading.Event()
         self.port: int = service_config.port
+        self.http = HttpUnary(self)  # JSON, HTTP/1.1 and curl-style calls (http_unary.py)
 
     def add_service(self, service: RpcServiceHandler, group: str | None = None,
                     version: str | None = None) -> None:
@@ -912,16 +934,20 @@ class Server:
         log.info("serving %s on %s:%d", ", ".join(self.services), host, self.port)
         return self
 
-    def accept(self, sock: socket.socket) -> None:
+    def accept(self, sock: socket.socket, sniffed: bool = False) -> None:
         """A new connection (loop thread): refuse it past max_connections, else read it."""
         assert self._loop is not None
         with self._lock:
-            refuse = self.stopping or len(self._connections) >= self.max_connections
+            refuse = self.stopping or len(self._connections) + \
+                self.http.connection_count() >= self.max_connections
         if refuse:
             if not self.stopping:
                 log.warning("refusing a connection: %d open (max_connections)",
                             self.max_connections)
             sock.close()
+            return
+        if self.ssl_context is None and not sniffed:  # HTTP/1.1 or HTTP/2? (http1.py)
+            self.http.sniff(sock)
             return
         try:
             tls = None if self.ssl_context is None else \
@@ -955,7 +981,7 @@ class Server:
             self._active += 1
             return True
 
-    def submit(self, call: ServerCall) -> None:
+    def submit(self, call: PoolTask) -> None:
         assert self._pool is not None
         try:
             self._pool.submit(call.run)
@@ -1008,6 +1034,7 @@ class Server:
                     break
                 self._lock.wait(None if deadline is None else deadline.remaining())
             connections = list(self._connections)
+        self.http.close_all()  # HTTP/1.1 connections, sockets not sniffed yet
         for connection in connections:
             connection.cancel_remaining()
             connection.close(UnavailableError(StatusCode.UNAVAILABLE, "server stopped"))
@@ -1023,7 +1050,7 @@ class Server:
             stuck = self._active
         for task in self._pool.shutdown(wait=stuck == 0):  # calls that never got a worker
             call = getattr(task, "__self__", None)
-            if isinstance(call, ServerCall):
+            if isinstance(call, PoolTask):
                 self.call_finished()
                 call.cancel(UnavailableError(StatusCode.UNAVAILABLE, "server stopped"))
         if stuck:

@@ -943,6 +943,26 @@ class H2Transport:
         except h2.exceptions.ProtocolError as exc:
             raise CancelledError(StatusCode.CANCELLED, f"stream closed: {exc}") from None
 
+    def send_window(self, stream_id: int) -> int:
+        """With ``lock`` held: bytes the stream may send now (its and the connection's
+        flow-control window), what ``push_stream_response`` may carry without waiting."""
+        return min(int(self.conn.local_flow_control_window(stream_id)),
+                   int(self.conn.max_outbound_frame_size))
+
+    def push_stream_response(self, stream_id: int, headers: list[tuple[str, str]],
+                             body: bytes, reset: int | None = None) -> None:
+        """With ``lock`` held, never waiting: a whole plain-HTTP response, HEADERS then
+        ``body`` (at most ``send_window``) with END_STREAM, then RST_STREAM(``reset``) if
+        not None; ``flush`` sends them. Raises ``CancelledError`` as
+        ``push_stream_frames`` does."""
+        try:
+            self.conn.send_headers(stream_id, headers)
+            self.conn.send_data(stream_id, body, end_stream=True)
+            if reset is not None:
+                self.conn.reset_stream(stream_id, reset)
+        except h2.exceptions.ProtocolError as exc:
+            raise CancelledError(StatusCode.CANCELLED, f"stream closed: {exc}") from None
+
     def refuse_streams_ourselves(self) -> None:
         """Streams over our MAX_CONCURRENT_STREAMS are the server's to refuse (with
         REFUSED_STREAM, a stream error) rather than h2's (a connection error)."""

@@ -66,6 +66,9 @@ class RpcError(Exception):
     """
 
     default_code = StatusCode.UNKNOWN
+    # True for the classes named after their code: they carry no other (error_for
+    # picks the class for a code).
+    code_is_fixed = False
 
     def __init__(
         self,
@@ -76,6 +79,9 @@ class RpcError(Exception):
         initial_metadata: Metadata | None = None,
     ) -> None:
         self.code = StatusCode(code) if code is not None else self.default_code
+        if self.code is not self.default_code and self.code_is_fixed:
+            raise ValueError(f"{type(self).__name__} carries {self.default_code.name}, "
+                             f"not {self.code.name}: use error_for(code, ...)")
         self.details = details or ""
         self.trailing_metadata = list(trailing_metadata or ())
         self.initial_metadata = list(initial_metadata or ())
@@ -98,6 +104,7 @@ class CancelledError(RpcError):
     """The call was cancelled: by the caller, the peer (RST_STREAM) or a shutdown."""
 
     default_code = StatusCode.CANCELLED
+    code_is_fixed = True
 
 
 class SendStalledError(CancelledError):
@@ -109,12 +116,14 @@ class DeadlineExceededError(RpcError):
     """The call's deadline passed before it completed."""
 
     default_code = StatusCode.DEADLINE_EXCEEDED
+    code_is_fixed = True
 
 
 class UnavailableError(RpcError):
     """The connection could not be made or was lost; the call may be retried."""
 
     default_code = StatusCode.UNAVAILABLE
+    code_is_fixed = True
 
 
 class MessageTooLargeError(RpcError):

@@ -43,6 +43,7 @@ from ..status import (
     SendStalledError,
     StatusCode,
     UnavailableError,
+    error_for,
 )
 from ..wire.deadline import Deadline
 from ..wire.limits import FloodGuard, FloodLimits
@@ -344,13 +345,12 @@ class H2Transport:
                 self.flush()  # h2 queued a GOAWAY for the peer
             except RpcError:
                 pass
-            self._terminate(UnavailableError(StatusCode.INTERNAL,
-                                             f"HTTP/2 protocol error: {exc}"))
+            self._terminate(error_for(StatusCode.INTERNAL, f"HTTP/2 protocol error: {exc}"))
         except RpcError as exc:  # a write failed: close() already recorded why
             self._terminate(exc)
         except Exception:  # a bug of ours: never die silently and leave calls hanging
             log.exception("connection reader for %s failed", self.peer)
-            self._terminate(UnavailableError(StatusCode.INTERNAL, "connection reader failed"))
+            self._terminate(error_for(StatusCode.INTERNAL, "connection reader failed"))
 
     def _receive(self, data: bytes | memoryview) -> None:
         with self.lock:
@@ -363,8 +363,7 @@ class H2Transport:
                 # h2 is closed now: no sender may reach it before _terminate runs.
                 self.closed = True
                 if self.error is None:
-                    self.error = UnavailableError(StatusCode.INTERNAL,
-                                                  f"HTTP/2 protocol error: {exc}")
+                    self.error = error_for(StatusCode.INTERNAL, f"HTTP/2 protocol error: {exc}")
                 self.lock.notify_all()
                 raise
             for event in events:

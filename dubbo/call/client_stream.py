@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..status import RpcError, SendStalledError, StatusCode, error_for, status_from_rst
 from ..wire.metadata import (
@@ -68,38 +68,41 @@ CANCEL = 0x8
 Headers = Sequence[tuple[bytes, bytes]]
 
 
-class State(enum.Enum):
-    IDLE = "idle"  # created; no HEADERS sent yet
-    OPEN = "open"  # HEADERS sent, request open, no response headers yet
-    REQUEST_SENT = "request sent"  # request ended (END_STREAM), no response headers yet
-    STREAMING = "streaming"  # response headers in, request still open
-    RECEIVING = "receiving"  # response headers in, request ended
-    CLOSED = "closed"  # the server's status arrived
-    CANCELLED = "cancelled"  # ended by us
-    RESET = "reset"  # the server reset the stream
-    LOST = "lost"  # GOAWAY refused it, or the connection is gone
+class State(enum.IntEnum):
+    # IntEnum (as h2's StreamState): hashing an int is C code, an Enum's is Python,
+    # and every input is a dict lookup keyed by (state, input).
+    IDLE = 1  # created; no HEADERS sent yet
+    OPEN = 2  # HEADERS sent, request open, no response headers yet
+    REQUEST_SENT = 3  # request ended (END_STREAM), no response headers yet
+    STREAMING = 4  # response headers in, request still open
+    RECEIVING = 5  # response headers in, request ended
+    CLOSED = 6  # the server's status arrived
+    CANCELLED = 7  # ended by us
+    RESET = 8  # the server reset the stream
+    LOST = 9  # GOAWAY refused it, or the connection is gone
 
 
-class Input(enum.Enum):
+class Input(enum.IntEnum):
     # Our side of the call.
-    START = "start"  # the request headers go out
-    SEND_MESSAGE = "send message"
-    HALF_CLOSE = "half-close"  # the request is complete (END_STREAM)
-    CANCEL = "cancel"  # by the caller (or a losing fork)
-    DEADLINE = "deadline"
-    SEND_STALLED = "send stalled"  # the peer took nothing for the send timeout
-    ITERATOR_DROPPED = "iterator dropped"  # the response iterator was garbage-collected
-    LOCAL_ERROR = "local error"  # broken response data, request iterator raised, ...
+    START = 1  # the request headers go out
+    SEND_MESSAGE = 2
+    HALF_CLOSE = 3  # the request is complete (END_STREAM)
+    CANCEL = 4  # by the caller (or a losing fork)
+    DEADLINE = 5
+    SEND_STALLED = 6  # the peer took nothing for the send timeout
+    ITERATOR_DROPPED = 7  # the response iterator was garbage-collected
+    LOCAL_ERROR = 8  # broken response data, request iterator raised, ...
     # The server's side.
-    RESPONSE_HEADERS = "response headers"
-    DATA = "data"
-    TRAILERS = "trailers"  # the status block with END_STREAM (trailers or trailers-only)
-    FINAL_HEADERS = "final headers"  # a response head that decides the status (HTTP
-    #                                  error, not gRPC) while the server's side stays open
-    END_STREAM = "end stream"  # END_STREAM without a status
-    PEER_RESET = "peer reset"  # RST_STREAM
-    GOAWAY = "goaway"  # a GOAWAY whose last stream id is below ours: never processed
-    CONNECTION_LOST = "connection lost"
+    RESPONSE_HEADERS = 9
+    DATA = 10
+    TRAILERS = 11  # the status block with END_STREAM (trailers or trailers-only)
+    # A response head that decides the status (an HTTP error, not gRPC) while the
+    # server's side stays open.
+    FINAL_HEADERS = 12
+    END_STREAM = 13  # END_STREAM without a status
+    PEER_RESET = 14  # RST_STREAM
+    GOAWAY = 15  # a GOAWAY whose last stream id is below ours: never processed
+    CONNECTION_LOST = 16
 
 
 class Send(enum.Enum):
@@ -117,11 +120,12 @@ class InvalidTransition(Exception):
     the server's inputs) a response h2 should not have let through."""
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class Step(NamedTuple):
     """One transition's result. ``reset_code`` is the RST_STREAM error code when
     ``send`` is ``RST_STREAM``; ``final`` is the call's final status when this step
-    ended the call (``None`` otherwise, and for the no-ops after the end)."""
+    ended the call (``None`` otherwise, and for the no-ops after the end). A tuple:
+    one is made for every call's end, and a frozen dataclass costs several times
+    more to build."""
 
     state: State
     send: Send = Send.NOTHING
@@ -132,7 +136,8 @@ class Step:
 _S, _I = State, Input
 TERMINAL = frozenset({_S.CLOSED, _S.CANCELLED, _S.RESET, _S.LOST})
 _LIVE = (_S.OPEN, _S.REQUEST_SENT, _S.STREAMING, _S.RECEIVING)
-_LOCAL_ENDS = (_I.CANCEL, _I.DEADLINE, _I.SEND_STALLED, _I.ITERATOR_DROPPED, _I.LOCAL_ERROR)
+_LOCAL_ENDS = frozenset({_I.CANCEL, _I.DEADLINE, _I.SEND_STALLED, _I.ITERATOR_DROPPED,
+                         _I.LOCAL_ERROR})
 _RST_NO_ERROR = (Send.RST_STREAM, NO_ERROR)
 _RST_CANCEL = (Send.RST_STREAM, CANCEL)
 _NOTHING = (Send.NOTHING, None)
@@ -215,7 +220,7 @@ class ClientStream:
     def _go(self, event: Input) -> Step:
         step = _STEPS.get((self.state, event))
         if step is None:
-            raise InvalidTransition(f"{event.value} in state {self.state.value}")
+            raise InvalidTransition(f"{event.name} in state {self.state.name}")
         self.state = step.state
         return step
 
@@ -250,7 +255,7 @@ class ClientStream:
         if self.state in TERMINAL:
             # The server has answered: stop sending (its early closure).
             return error_for(StatusCode.CANCELLED, "call already completed")
-        raise InvalidTransition(f"{Input.SEND_MESSAGE.value} in state {self.state.value}")
+        raise InvalidTransition(f"SEND_MESSAGE in state {self.state.name}")
 
     def half_close(self) -> Step:
         """The request's END_STREAM went out."""
@@ -299,7 +304,7 @@ class ClientStream:
         may do so without the lock: a stale answer feeds an inbox just abandoned."""
         state = self.state
         if (state, Input.DATA) not in _STEPS:
-            raise InvalidTransition(f"{Input.DATA.value} in state {state.value}")
+            raise InvalidTransition(f"DATA in state {state.name}")
         return state not in TERMINAL
 
     def trailers(self, headers: Headers, complete: bool = True) -> Step:

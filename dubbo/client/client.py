@@ -192,8 +192,11 @@ class ClientCall:
 class ClientConnection(H2Transport):
     """A client connection, read by an I/O loop thread of its own. It connects without
     blocking anyone: each caller waits for it (in ``open_stream``) only as long as its
-    own deadline allows. ``lock`` also guards ``calls``, ``draining`` and
-    ``connected``."""
+    own deadline allows. Lock: ``lock`` (the transport's) also guards ``calls``,
+    ``draining``, ``connected`` and each call's ``ClientStream`` state machine.
+
+    h2's events reach it as plain values, through the ``client_*`` hooks that
+    ``H2Transport.dispatch_client_events`` calls (its ``handle_events``)."""
 
     def __init__(self, address: tuple[Any, ...], family: int,
                  on_idle: Callable[[ClientConnection], None],

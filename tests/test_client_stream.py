@@ -375,7 +375,7 @@ class _Transport:
         self.lock = threading.Condition()
         self.ended: list[Step] = []
 
-    def call_ended(self, call: object, step: Step) -> None:
+    def apply_end(self, call: object, step: Step) -> None:
         self.ended.append(step)
 
 

@@ -183,6 +183,8 @@ TRANSITIONS: dict[tuple[State, Input], tuple[State, Send, int | None]] = {
 
 # Steps that end nothing, made once (the hot path allocates none).
 _STEPS = {key: Step(*value) for key, value in TRANSITIONS.items()}
+_TAKES_DATA = frozenset(state for (state, event), (_, _, _) in TRANSITIONS.items()
+                        if event is _I.DATA and state not in TERMINAL)
 _SENDS = frozenset(state for (state, event), (_, send, _) in TRANSITIONS.items()
                    if event is _I.SEND_MESSAGE and send is Send.DATA)
 
@@ -303,6 +305,8 @@ class ClientStream:
         (a race: drop it). DATA never changes the state, so this only reads it, and
         may do so without the lock: a stale answer feeds an inbox just abandoned."""
         state = self.state
+        if state in _TAKES_DATA:  # the per-frame path: one set lookup
+            return True
         if (state, Input.DATA) not in _STEPS:
             raise InvalidTransition(f"DATA in state {state.name}")
         return state not in TERMINAL

@@ -104,7 +104,7 @@ class ClientCall:
             if step.final is None:
                 return False
             transport.lock.notify_all()  # senders waiting for window must stop
-        transport.call_ended(self, step)
+        transport.apply_end(self, step)
         return True
 
     def data_failed(self, error: RpcError) -> None:
@@ -322,7 +322,7 @@ class ClientConnection(H2Transport):
             if call.endpoint is not None:
                 call.endpoint.call_started()
 
-    def call_ended(self, call: ClientCall, step: Step, release: bool = True) -> None:
+    def apply_end(self, call: ClientCall, step: Step, release: bool = True) -> None:
         """``step`` ended ``call`` (taken under the lock; this runs without it): send
         what it says, wake the reader, and forget the stream (``release``)."""
         stream = call.stream
@@ -379,7 +379,7 @@ class ClientConnection(H2Transport):
             if step.final is not None:
                 self.lock.notify_all()
         if step.final is not None:
-            self.call_ended(call, step)
+            self.apply_end(call, step)
             return
         call.headers_arrived()
         for key, value in headers:
@@ -397,7 +397,7 @@ class ClientConnection(H2Transport):
             step = call.stream.trailers(headers, complete)
             self.lock.notify_all()
         if step.final is not None:
-            self.call_ended(call, step)
+            self.apply_end(call, step)
 
     def client_stream_ended(self, stream_id: int) -> None:
         call = self.calls.get(stream_id)
@@ -408,7 +408,7 @@ class ClientConnection(H2Transport):
             step = call.stream.end_stream(complete)
             self.lock.notify_all()
         if step.final is not None:
-            self.call_ended(call, step)
+            self.apply_end(call, step)
 
     def client_stream_reset(self, stream_id: int, error_code: int) -> None:
         call = self.calls.get(stream_id)
@@ -418,7 +418,7 @@ class ClientConnection(H2Transport):
             step = call.stream.reset_by_peer(error_code)
             self.lock.notify_all()
         if step.final is not None:
-            self.call_ended(call, step)
+            self.apply_end(call, step)
 
     def client_goaway(self, last_stream_id: int, error_code: int) -> None:
         with self.lock:
@@ -431,7 +431,7 @@ class ClientConnection(H2Transport):
             self.lock.notify_all()
         for call, step in refused:
             if step.final is not None:
-                self.call_ended(call, step)
+                self.apply_end(call, step)
         if idle:
             self._on_idle(self)
 
@@ -468,7 +468,7 @@ class ClientConnection(H2Transport):
             if call.endpoint is not None:
                 call.endpoint.call_ended()
             if step.final is not None:
-                self.call_ended(call, step, release=False)
+                self.apply_end(call, step, release=False)
         self._on_idle(self)
 
 

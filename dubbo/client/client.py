@@ -15,10 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import h2.errors
-import h2.events
-import h2.exceptions
-
+from ..call.client_stream import ClientStream, Input, Send, Step
 from ..cluster.loadbalance import load_balance
 from ..cluster.policy import ClusterPolicy
 from ..configs import ApplicationConfig, ReferenceConfig
@@ -30,7 +27,6 @@ from ..status import (
     StatusCode,
     UnavailableError,
     error_for,
-    status_from_rst,
 )
 from ..transport import FAST_PRODUCER, H2Transport, Inbox, MessageWriter, Payload, peer_name
 from ..transport.ioloop import IOLoop
@@ -43,11 +39,8 @@ from ..wire.framing import DEFAULT_MAX_MESSAGE_SIZE, frame_message
 from ..wire.metadata import (
     MetadataLike,
     ResponseStatus,
-    check_response_headers,
-    decode_metadata,
     encode_metadata,
     request_headers,
-    status_from_headers,
 )
 from .endpoint import Endpoint
 
@@ -64,11 +57,15 @@ _M = TypeVar("_M", bound="_Method")
 
 
 class ClientCall:
-    """Client side of one stream. The reader thread sets ``status``/``initial_metadata``
-    and feeds ``inbox``; ``transport.lock`` guards ``status`` and ``local_error``."""
+    """The I/O shell of one client stream around its ``ClientStream`` state machine.
 
-    __slots__ = ("transport", "stream_id", "inbox", "deadline", "status", "initial_metadata",
-                 "headers_event", "local_error", "ended", "writer", "reading", "endpoint")
+    Lock: ``transport.lock`` guards ``stream`` (every transition is taken under it),
+    ``headers_event`` and ``requests_taken``. The reader thread feeds ``inbox``; its
+    consumer is the caller's thread.
+    """
+
+    __slots__ = ("transport", "stream_id", "stream", "inbox", "deadline", "headers_event",
+                 "writer", "reading", "endpoint", "requests_taken")
 
     def __init__(self, transport: ClientConnection, deadline: Deadline | None,
                  max_receive_message_size: int | None, endpoint: Endpoint | None = None) -> None:
@@ -76,58 +73,66 @@ class ClientCall:
         # Counted in its provider's active calls while its stream is open (balancers).
         self.endpoint = endpoint
         self.stream_id = 0
+        self.stream = ClientStream()
         self.inbox = Inbox(max_receive_message_size)
         self.deadline = deadline
-        self.status: ResponseStatus | None = None
-        self.initial_metadata: list[tuple[str, str | bytes]] | None = None
         self.headers_event: threading.Event | None = None  # made by a waiter, if any
-        self.local_error: RpcError | None = None  # cancel, deadline, request iterator failure
-        self.ended = False  # the stream is closed both ways, or reset
         self.writer: MessageWriter | None = None  # request-streaming calls only
         # The caller waits for a reply: requests must not be held. No lock: one writer
         # (the caller, in read()), and see read() for why a stale read is harmless.
         self.reading = False
+        # The sender took a request from the caller's iterator: the call can no longer
+        # be tried again elsewhere (set only while the stream is live).
+        self.requests_taken = False
 
-    def send_error(self) -> RpcError | None:
-        """Why requests can no longer be sent, if they cannot."""
-        if self.local_error is not None:
-            return self.local_error
-        if self.status is not None or self.ended:
-            # The server has answered: stop sending (its early closure).
-            return CancelledError(StatusCode.CANCELLED, "call already completed")
-        return None
+    @property
+    def status(self) -> ResponseStatus | None:
+        """The final status the server (or the connection) gave, if any."""
+        return self.stream.status
 
-    def set_status(self, status: ResponseStatus) -> None:
-        with self.transport.lock:
-            if self.status is None:
-                self.status = status
-            self.transport.lock.notify_all()
-        if self.initial_metadata is None:
-            self.initial_metadata = []
-        self.headers_arrived()
+    @property
+    def initial_metadata(self) -> list[tuple[str, str | bytes]] | None:
+        return self.stream.initial_metadata
 
-    def fail(self, error: RpcError) -> None:
-        """The stream is dead before a status arrived, or its data was broken (which
-        overrides an OK status: a truncated reply is not a success)."""
-        with self.transport.lock:
-            if self.status is None or self.status.code is StatusCode.OK:
-                self.status = ResponseStatus(error.code, error.details, [])
-            self.transport.lock.notify_all()
-        self.inbox.fail(error_for(self.status.code, self.status.details, self.status.metadata))
-        self.headers_arrived()
+    @property
+    def local_error(self) -> RpcError | None:
+        """The error a local end (cancel, deadline, broken response) left."""
+        return self.stream.error
 
-    def cancel(self, error: RpcError) -> bool:
-        """Cancel locally: RST_STREAM(CANCEL) and fail every waiter. False if already over."""
-        with self.transport.lock:
-            if self.status is not None or self.local_error is not None:
+    def end_locally(self, error: RpcError, event: Input | None = None) -> bool:
+        """End the call from our side with ``error``: RST_STREAM(CANCEL), fail every
+        waiter. False if it was already over (a no-op: the answer won the race)."""
+        transport = self.transport
+        with transport.lock:
+            step = self.stream.end_locally(error, event)
+            if step.final is None:
                 return False
-            self.local_error = error
-            self.transport.lock.notify_all()
-        self.transport.reset_stream(self.stream_id, h2.errors.ErrorCodes.CANCEL)
-        self.transport.stream_closed(self)
-        self.inbox.fail(error)
-        self.headers_arrived()
+            transport.lock.notify_all()  # senders waiting for window must stop
+        transport.apply_end(self, step)
         return True
+
+    def data_failed(self, error: RpcError) -> None:
+        """The response's data is broken (framing, size, compression)."""
+        self.end_locally(error, Input.LOCAL_ERROR)
+
+    def half_closed(self) -> None:
+        """The request's END_STREAM went out."""
+        with self.transport.lock:
+            self.stream.half_close()
+
+    def take_requests(self) -> bool:
+        """The sender is about to take a request from the caller's iterator: False
+        if the call is over (then it must not)."""
+        with self.transport.lock:
+            if self.stream.done:
+                return False
+            self.requests_taken = True
+            return True
+
+    def never_processed(self) -> bool:
+        """The call ended unprocessed by the server (GOAWAY below it, REFUSED_STREAM)
+        and nothing of the caller's was consumed: it counts as not sent."""
+        return self.stream.unprocessed and not self.requests_taken
 
     def headers_arrived(self) -> None:
         """Wake a thread waiting in ``wait_headers`` (most calls have none: an Event
@@ -137,7 +142,8 @@ class ClientCall:
             event.set()
 
     def wait_headers(self) -> None:
-        if self.initial_metadata is not None or self.status is not None:
+        stream = self.stream
+        if stream.initial_metadata is not None or stream.done:
             return
         with self.transport.lock:
             if self.headers_event is None:
@@ -145,7 +151,7 @@ class ClientCall:
             event = self.headers_event
         # Re-check after publishing the event: the reader sets the field, then looks
         # for an event, so one of the two sides always sees the other.
-        if self.initial_metadata is None and self.status is None:
+        if stream.initial_metadata is None and not stream.done:
             event.wait(None if self.deadline is None else self.deadline.remaining())
 
     def read(self) -> bytes | None:
@@ -163,35 +169,38 @@ class ClientCall:
         try:
             message, credit = self.inbox.get(self.deadline)
         except DeadlineExceededError as exc:
-            self.cancel(exc)
-            raise self.local_error or exc from None
+            self.end_locally(exc, Input.DEADLINE)
+            raise self.stream.error or exc from None
         except RpcError:
-            if self.local_error is not None:
-                raise self.local_error from None
+            if self.stream.error is not None:
+                raise self.stream.error from None
             raise
         finally:
             self.reading = False
         if credit:
             self.transport.acknowledge(self.stream_id, credit)
         if message is None:
-            status = self.status
+            status = self.stream.status
             if status is None:  # pragma: no cover - inbox ends only after a status
-                raise RpcError(StatusCode.INTERNAL, "stream ended without status")
+                raise error_for(StatusCode.INTERNAL, "stream ended without status")
             if status.code is not StatusCode.OK:
                 code = status.code
                 if code is StatusCode.CANCELLED and self.deadline is not None \
                         and self.deadline.expired():
                     code = StatusCode.DEADLINE_EXCEEDED  # grpc "Client Cancellation"
                 raise error_for(code, status.details, status.metadata,
-                                initial_metadata=self.initial_metadata)
+                                initial_metadata=self.stream.initial_metadata)
         return message
 
 
 class ClientConnection(H2Transport):
     """A client connection, read by an I/O loop thread of its own. It connects without
     blocking anyone: each caller waits for it (in ``open_stream``) only as long as its
-    own deadline allows. ``lock`` also guards ``calls``, ``draining`` and
-    ``connected``."""
+    own deadline allows. Lock: ``lock`` (the transport's) also guards ``calls``,
+    ``draining``, ``connected`` and each call's ``ClientStream`` state machine.
+
+    h2's events reach it as plain values, through the ``client_*`` hooks that
+    ``H2Transport.dispatch_client_events`` calls (its ``handle_events``)."""
 
     def __init__(self, address: tuple[Any, ...], family: int,
                  on_idle: Callable[[ClientConnection], None],
@@ -287,43 +296,66 @@ class ClientConnection(H2Transport):
         """Start a stream for ``call``, waiting for a free slot under the peer's
         MAX_CONCURRENT_STREAMS. The headers go out with the caller's next flush."""
         with self.lock:
-            while True:
-                self.check_open()
-                if self.draining:
-                    raise UnavailableError(StatusCode.UNAVAILABLE, "connection is draining")
-                # len(calls), not h2's open_outbound_streams, which walks every stream.
-                if self.connected and \
-                        len(self.calls) < self.conn.remote_settings.max_concurrent_streams:
-                    break
-                if call.deadline is not None:
-                    if call.deadline.expired():
-                        raise DeadlineExceededError(
-                            StatusCode.DEADLINE_EXCEEDED,
-                            "Deadline Exceeded waiting for a stream" if self.connected else
-                            f"Deadline Exceeded while connecting to {self._where()}")
-                    self.lock.wait(call.deadline.remaining())
-                else:
-                    self.lock.wait()
             try:
-                stream_id = self.conn.get_next_available_stream_id()
-                self.conn.send_headers(stream_id, headers, end_stream=end_stream)
-            except h2.exceptions.ProtocolError as exc:  # the connection just failed
-                raise self.error or UnavailableError(
-                    StatusCode.UNAVAILABLE, f"connection failed: {exc}") from None
+                while True:
+                    self.check_open()
+                    if self.draining:
+                        raise UnavailableError(StatusCode.UNAVAILABLE,
+                                               "connection is draining")
+                    # len(calls), not h2's count of open streams, which walks them all.
+                    if self.connected and len(self.calls) < self.peer_max_concurrent_streams():
+                        break
+                    if call.deadline is not None:
+                        if call.deadline.expired():
+                            raise DeadlineExceededError(
+                                StatusCode.DEADLINE_EXCEEDED,
+                                "Deadline Exceeded waiting for a stream" if self.connected
+                                else f"Deadline Exceeded while connecting to {self._where()}")
+                        self.lock.wait(call.deadline.remaining())
+                    else:
+                        self.lock.wait()
+                stream_id = self.start_stream(headers, end_stream)
+            except RpcError as exc:  # never started: nothing to reset, nobody to wake
+                if isinstance(exc, DeadlineExceededError):
+                    call.stream.end_locally(exc, Input.DEADLINE)
+                else:
+                    call.stream.connection_lost(exc.code, exc.details)
+                raise
+            call.stream.start()
+            if end_stream:
+                call.stream.half_close()
             call.stream_id = stream_id
             self.calls[stream_id] = call
             if call.endpoint is not None:
                 call.endpoint.call_started()
 
+    def apply_end(self, call: ClientCall, step: Step, release: bool = True) -> None:
+        """``step`` ended ``call`` (taken under the lock; this runs without it): send
+        what it says, wake the reader, and forget the stream (``release``)."""
+        stream = call.stream
+        if step.send is Send.RST_STREAM and step.reset_code is not None:
+            self.reset_stream(call.stream_id, step.reset_code)
+        if stream.error is not None and release:
+            # Ended by us: the stream is forgotten before its waiters wake.
+            self.stream_closed(call)
+            release = False
+        if stream.drain:
+            call.inbox.end()  # the messages before the status are still read
+        else:
+            error = stream.final_error()
+            assert error is not None
+            call.inbox.fail(error)
+        call.headers_arrived()
+        if release:
+            self.stream_closed(call)
+
     def stream_closed(self, call: ClientCall) -> None:
         with self.lock:
             was_open = self.calls.pop(call.stream_id, None) is not None
-            call.ended = True
+            idle = self.draining and not self.calls
+            self.lock.notify_all()  # a stream slot is free
         if was_open and call.endpoint is not None:
             call.endpoint.call_ended()
-        with self.lock:
-            idle = self.draining and not self.calls
-            self.lock.notify_all()
         # Replies nobody will read still count against the connection's window.
         credit = call.inbox.abandon()
         if credit:
@@ -334,114 +366,116 @@ class ClientConnection(H2Transport):
         if idle:
             self._on_idle(self)
 
-    def _release(self, call: ClientCall) -> None:
-        """The response is complete: if we are still sending, stop (RST_STREAM NO_ERROR,
-        grpc "Early Server Closure"), then forget the stream."""
+    # -- the server's side of each stream (H2Transport.dispatch_client_events) ------
+
+    handle_events = H2Transport.dispatch_client_events
+
+    def client_data_sink(self, stream_id: int) -> ClientCall | None:
+        call = self.calls.get(stream_id)
+        if call is None or not call.stream.receive_data():
+            return None
+        return call
+
+    def client_response_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]],
+                                end_stream: bool) -> None:
+        call = self.calls.get(stream_id)
+        if call is None:
+            return
         with self.lock:
-            stream = self.conn.streams.get(call.stream_id)
-            still_sending = stream is not None and not stream.closed
-        if still_sending:
-            self.reset_stream(call.stream_id, h2.errors.ErrorCodes.NO_ERROR)
-        self.stream_closed(call)
+            step = call.stream.response_headers(headers, end_stream)
+            if step.final is not None:
+                self.lock.notify_all()
+        if step.final is not None:
+            self.apply_end(call, step)
+            return
+        call.headers_arrived()
+        for key, value in headers:
+            if key == b"grpc-encoding":
+                if value != b"identity":
+                    self._use_response_encoding(call, value.decode("latin-1"))
+                break
 
-    def handle_events(self, events: list[h2.events.Event]) -> None:
-        for event in events:
-            try:
-                self._handle_event(event)
-            except Exception as exc:  # a malformed response fails its own call only
-                call = self.calls.get(getattr(event, "stream_id", 0) or 0)
-                if call is None:
-                    raise
-                log.warning("bad response on stream %d from %s: %r", call.stream_id,
-                            self.peer, exc)
-                call.cancel(RpcError(StatusCode.INTERNAL, f"malformed response: {exc}"))
+    def client_trailers(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
+        call = self.calls.get(stream_id)
+        if call is None:
+            return
+        complete = call.inbox.decoder.at_boundary()
+        with self.lock:
+            step = call.stream.trailers(headers, complete)
+            self.lock.notify_all()
+        if step.final is not None:
+            self.apply_end(call, step)
 
-    def _handle_event(self, event: h2.events.Event) -> None:
-        calls = self.calls
-        if isinstance(event, h2.events.DataReceived):
-            call = calls.get(event.stream_id)
-            if call is None:
-                self.receive_data(event)
-            else:
-                self.receive_data(event, call.inbox, call.cancel)
-        elif isinstance(event, h2.events.ResponseReceived):
-            call = calls.get(event.stream_id)
-            if call is None:
-                return
-            final = check_response_headers(event.headers)
-            if final is not None:
-                call.set_status(final)
-                return
-            call.initial_metadata = decode_metadata(event.headers)
-            call.headers_arrived()
-            encoding = dict(event.headers).get(b"grpc-encoding", b"identity")
-            if encoding != b"identity":
-                self._use_response_encoding(call, encoding.decode("latin-1"))
-        elif isinstance(event, h2.events.TrailersReceived):
-            call = calls.get(event.stream_id)
-            if call is not None:
-                call.set_status(status_from_headers(event.headers))
-        elif isinstance(event, h2.events.StreamEnded):
-            call = calls.get(event.stream_id)
-            if call is None:
-                return
-            if call.status is None:
-                call.set_status(ResponseStatus(StatusCode.INTERNAL,
-                                               "stream ended without grpc-status", []))
-            if not call.inbox.decoder.at_boundary():
-                call.fail(RpcError(StatusCode.INTERNAL, "response ended inside a message"))
-            call.inbox.end()
-            self._release(call)
-        elif isinstance(event, h2.events.StreamReset):
-            call = calls.get(event.stream_id)
-            if call is None:
-                return
-            if call.status is None:
-                code = status_from_rst(event.error_code)
-                call.fail(error_for(code, f"stream reset by server (error code "
-                                          f"{int(event.error_code)})"))
-            else:
-                call.inbox.end()
-            self.stream_closed(call)
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self._goaway(event.last_stream_id or 0, int(event.error_code or 0))
+    def client_stream_ended(self, stream_id: int) -> None:
+        call = self.calls.get(stream_id)
+        if call is None:
+            return
+        complete = call.inbox.decoder.at_boundary()
+        with self.lock:
+            step = call.stream.end_stream(complete)
+            self.lock.notify_all()
+        if step.final is not None:
+            self.apply_end(call, step)
+
+    def client_stream_reset(self, stream_id: int, error_code: int) -> None:
+        call = self.calls.get(stream_id)
+        if call is None:
+            return
+        with self.lock:
+            step = call.stream.reset_by_peer(error_code)
+            self.lock.notify_all()
+        if step.final is not None:
+            self.apply_end(call, step)
+
+    def client_goaway(self, last_stream_id: int, error_code: int) -> None:
+        with self.lock:
+            self.draining = True
+            refused = [(call, call.stream.refused_by_goaway(error_code))
+                       for stream_id, call in self.calls.items() if stream_id > last_stream_id]
+            # With calls refused, the last one's stream_closed() finds the connection
+            # idle and closes it; only a connection with no calls at all is closed here.
+            idle = not self.calls
+            self.lock.notify_all()
+        for call, step in refused:
+            if step.final is not None:
+                self.apply_end(call, step)
+        if idle:
+            self._on_idle(self)
+
+    def client_event_failed(self, stream_id: int, error: Exception) -> bool:
+        call = self.calls.get(stream_id)
+        if call is None:
+            return False
+        log.warning("bad response on stream %d from %s: %r", stream_id, self.peer, error)
+        call.end_locally(error_for(StatusCode.INTERNAL, f"malformed response: {error}"),
+                         Input.LOCAL_ERROR)
+        return True
 
     def _use_response_encoding(self, call: ClientCall, name: str) -> None:
         codec = get_codec(name)
         if codec is None:  # compression.md: a response we cannot decode is INTERNAL
-            call.cancel(RpcError(StatusCode.INTERNAL,
-                                 f"response grpc-encoding {name!r} is not supported"))
+            call.end_locally(error_for(StatusCode.INTERNAL,
+                                       f"response grpc-encoding {name!r} is not supported"),
+                             Input.LOCAL_ERROR)
             return
         limit = call.inbox.decoder.max_message_size
         call.inbox.set_decompressor(lambda data: codec.decompress(data, limit))
-        call.inbox.on_bad_message = call.cancel
-
-    def _goaway(self, last_stream_id: int, error_code: int) -> None:
-        with self.lock:
-            self.draining = True
-            refused = [c for sid, c in self.calls.items() if sid > last_stream_id]
-            # With calls refused, the last one's stream_closed() finds the connection
-            # idle and closes it; only a connection with no calls at all is closed here.
-            idle = not self.calls
-        for call in refused:
-            call.fail(UnavailableError(StatusCode.UNAVAILABLE,
-                                       f"server sent GOAWAY (error code {error_code})"))
-            self.stream_closed(call)
-        if idle:
-            self._on_idle(self)
+        call.inbox.on_bad_message = call.data_failed
 
     def connection_lost(self, error: RpcError) -> None:
         self.loop.stop(join=False)
         if not self.connected:
             self._on_connect_failed(self, error)
         with self.lock:
-            calls = list(self.calls.values())
+            ended = [(call, call.stream.connection_lost(error.code, error.details))
+                     for call in self.calls.values()]
             self.calls.clear()
-        for call in calls:
+            self.lock.notify_all()
+        for call, step in ended:
             if call.endpoint is not None:
                 call.endpoint.call_ended()
-            call.fail(error_for(error.code if error.code is not StatusCode.CANCELLED
-                                else StatusCode.UNAVAILABLE, error.details))
+            if step.final is not None:
+                self.apply_end(call, step, release=False)
         self._on_idle(self)
 
 
@@ -460,19 +494,19 @@ class Call:
         return None if status is None else list(status.metadata)
 
     def code(self) -> StatusCode | None:
-        status = self._call.status
-        if self._call.local_error is not None:
-            return self._call.local_error.code
-        return None if status is None else status.code
+        stream = self._call.stream
+        if stream.error is not None:
+            return stream.error.code
+        return None if stream.status is None else stream.status.code
 
     def details(self) -> str | None:
-        status = self._call.status
-        if self._call.local_error is not None:
-            return self._call.local_error.details
-        return None if status is None else status.details
+        stream = self._call.stream
+        if stream.error is not None:
+            return stream.error.details
+        return None if stream.status is None else stream.status.details
 
     def is_active(self) -> bool:
-        return self._call.status is None and self._call.local_error is None
+        return not self._call.stream.done
 
     def time_remaining(self) -> float | None:
         deadline = self._call.deadline
@@ -480,7 +514,8 @@ class Call:
 
     def cancel(self) -> bool:
         """Cancel the call (RST_STREAM CANCEL); False if it had already ended."""
-        return self._call.cancel(CancelledError(StatusCode.CANCELLED, "Cancelled by the caller"))
+        return self._call.end_locally(
+            CancelledError(StatusCode.CANCELLED, "Cancelled by the caller"), Input.CANCEL)
 
 
 class ResponseIterator(Call):
@@ -504,8 +539,9 @@ class ResponseIterator(Call):
 
     def __del__(self) -> None:
         call = getattr(self, "_call", None)
-        if call is not None and not call.inbox.done and call.status is None:
-            call.cancel(CancelledError(StatusCode.CANCELLED, "response iterator dropped"))
+        if call is not None and not call.inbox.done and not call.stream.done:
+            call.end_locally(CancelledError(StatusCode.CANCELLED, "response iterator dropped"),
+                             Input.ITERATOR_DROPPED)
 
     def __enter__(self) -> ResponseIterator:
         return self
@@ -610,12 +646,15 @@ class _Method:
             raise _NotSent(exc) from None
         if frame is not None:
             try:
-                transport.send_data(call.stream_id, frame, True, deadline, call.send_error)
+                transport.send_data(call.stream_id, frame, True, deadline,
+                                    call.stream.get_send_error)
             except RpcError as exc:
-                if call.status is None:  # not answered early: the send itself failed
-                    call.cancel(exc)
-                    raise call.local_error or exc from None
+                if call.stream.status is None:  # not answered early: the send failed
+                    call.end_locally(exc)
+                    raise call.stream.error or exc from None
                 # answered before the request was all sent: read() reports the status
+            else:
+                call.half_closed()
         else:
             # The HEADERS go out now: the first request may come only after a reply
             # (a server that speaks first), and nothing else may flush them.
@@ -628,7 +667,8 @@ class _Method:
             # the last request anyway.
             urgent = (lambda: call.reading) if self.response_streaming else None
             writer = call.writer = MessageWriter(transport, call.stream_id, deadline,
-                                                 call.send_error, client.timer(), urgent)
+                                                 call.stream.get_send_error, client.timer(),
+                                                 urgent)
             thread = threading.Thread(target=_send_requests,
                                       args=(call, writer, iter(request),
                                             lambda r: self._frame(r, codec)),
@@ -637,14 +677,20 @@ class _Method:
         return call
 
     def _unary_response(self, call: ClientCall, with_call: bool) -> Any:
-        message = call.read()
-        if message is None:
-            raise RpcError(StatusCode.UNIMPLEMENTED, "unary call got no response message")
-        extra = call.read()
+        try:
+            message = call.read()
+            if message is None:
+                raise RpcError(StatusCode.UNIMPLEMENTED, "unary call got no response message")
+            extra = call.read()
+        except RpcError as exc:
+            if call.never_processed():  # GOAWAY or REFUSED_STREAM: may go elsewhere
+                raise _NotSent(exc) from None
+            raise
         if extra is not None:
-            call.cancel(RpcError(StatusCode.UNIMPLEMENTED,
-                                 "unary call got more than one response message"))
-            raise call.local_error  # type: ignore[misc]
+            error = RpcError(StatusCode.UNIMPLEMENTED,
+                             "unary call got more than one response message")
+            call.end_locally(error, Input.LOCAL_ERROR)
+            raise call.stream.error or error
         response = message if self._deserialize is None else \
             _deserialize(self._deserialize, message)
         return (response, Call(call)) if with_call else response
@@ -697,7 +743,8 @@ class UnaryMethod(_Method):
                 call = self._start(endpoint, request, deadline, metadata, compression, frame)
                 calls.append(call)
                 if won.is_set():  # started after the winner cancelled the others
-                    call.cancel(CancelledError(StatusCode.CANCELLED, "another fork won"))
+                    call.end_locally(CancelledError(StatusCode.CANCELLED, "another fork won"),
+                                     Input.CANCEL)
                 results.put((True, self._unary_response(call, with_call)))
             except _NotSent as exc:
                 results.put((False, exc.error))
@@ -713,7 +760,8 @@ class UnaryMethod(_Method):
             if ok:
                 won.set()
                 for call in list(calls):
-                    call.cancel(CancelledError(StatusCode.CANCELLED, "another fork won"))
+                    call.end_locally(CancelledError(StatusCode.CANCELLED, "another fork won"),
+                                     Input.CANCEL)
                 return value
             error = value
         assert error is not None
@@ -752,25 +800,29 @@ def _send_requests(call: ClientCall, writer: MessageWriter, requests: Iterator[A
                    frame: Callable[[Any], Payload]) -> None:
     """Sender thread: stream the caller's requests, then half-close."""
     clock = time.perf_counter
+    get_send_error = call.stream.get_send_error
     try:
         while True:
+            if not call.requests_taken and not call.take_requests():
+                return  # over before the first request: it may be tried elsewhere
             started = clock()
             try:
                 request = next(requests)
             except StopIteration:
                 break
             fast = clock() - started < FAST_PRODUCER
-            if call.send_error() is not None:
+            if get_send_error() is not None:  # without the lock: send_data asks again
                 return
             writer.write(frame(request), fast)
         writer.close(end_stream=True)
+        call.half_closed()
     except RpcError:
         return  # the call ended (status, cancel, deadline); the reader reports why
     except Exception as exc:
-        error = RpcError(StatusCode.CANCELLED, f"Exception iterating requests: {exc!r}")
+        error = error_for(StatusCode.CANCELLED, f"Exception iterating requests: {exc!r}")
         error.__cause__ = exc
         log.debug("request iterator of stream %d raised", call.stream_id, exc_info=True)
-        call.cancel(error)
+        call.end_locally(error, Input.LOCAL_ERROR)
 
 
 class Client:

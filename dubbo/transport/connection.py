@@ -93,7 +93,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import h2.config
 import h2.errors
@@ -975,3 +975,90 @@ class H2Transport:
     def highest_inbound_stream_id(self) -> int:
         """The last stream the client opened (what a draining GOAWAY names)."""
         return int(self.conn.highest_inbound_stream_id)
+
+    # -- stream operations for the call layer (client) --
+    # dubbo.client drives its streams only through these: it never sees h2 or its
+    # events. Each h2 event becomes one plain-valued ``client_*`` hook call, which
+    # ClientConnection implements.
+
+    def peer_max_concurrent_streams(self) -> int:
+        """The peer's SETTINGS_MAX_CONCURRENT_STREAMS (``lock`` held)."""
+        limit: int = self.conn.remote_settings.max_concurrent_streams
+        return limit
+
+    def start_stream(self, headers: list[tuple[str, str]], end_stream: bool = False) -> int:
+        """Open the next client stream with ``headers`` (``lock`` held); its id. The
+        headers go out with the next flush."""
+        try:
+            stream_id: int = self.conn.get_next_available_stream_id()
+            self.conn.send_headers(stream_id, headers, end_stream=end_stream)
+        except h2.exceptions.ProtocolError as exc:  # the connection just failed
+            raise self.error or UnavailableError(
+                StatusCode.UNAVAILABLE, f"connection failed: {exc}") from None
+        return stream_id
+
+    def dispatch_client_events(self, events: list[h2.events.Event]) -> None:
+        """A client connection's ``handle_events``: each event as a hook call with
+        plain values. An exception from a hook for one stream fails that stream only
+        (``client_event_failed``); the others go on."""
+        for event in events:
+            try:
+                if isinstance(event, h2.events.DataReceived):
+                    sink = self.client_data_sink(event.stream_id)
+                    if sink is None:
+                        self.receive_data(event)
+                    else:
+                        self.receive_data(event, sink.inbox, sink.data_failed)
+                    if event.stream_ended is not None:
+                        self.client_stream_ended(event.stream_id)
+                elif isinstance(event, h2.events.ResponseReceived):
+                    self.client_response_headers(event.stream_id, event.headers,
+                                                 event.stream_ended is not None)
+                elif isinstance(event, h2.events.TrailersReceived):
+                    self.client_trailers(event.stream_id, event.headers)
+                elif isinstance(event, h2.events.StreamReset):
+                    self.client_stream_reset(event.stream_id, int(event.error_code or 0))
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    self.client_goaway(event.last_stream_id or 0, int(event.error_code or 0))
+            except Exception as exc:  # a malformed response fails its own call only
+                if not self.client_event_failed(getattr(event, "stream_id", 0) or 0, exc):
+                    raise
+
+    def client_data_sink(self, stream_id: int) -> DataSink | None:  # pragma: no cover
+        """Where DATA of ``stream_id`` goes; ``None``: nobody wants it (credit it)."""
+        raise NotImplementedError
+
+    def client_response_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]],
+                                end_stream: bool) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def client_trailers(self, stream_id: int,
+                        headers: list[tuple[bytes, bytes]]) -> None:  # pragma: no cover
+        """Trailers: they always end the server's side (h2 checks)."""
+        raise NotImplementedError
+
+    def client_stream_ended(self, stream_id: int) -> None:  # pragma: no cover
+        """END_STREAM on DATA (after that DATA was fed)."""
+        raise NotImplementedError
+
+    def client_stream_reset(self, stream_id: int, error_code: int) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def client_goaway(self, last_stream_id: int, error_code: int) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def client_event_failed(self, stream_id: int,
+                            error: Exception) -> bool:  # pragma: no cover
+        """Handling an event of ``stream_id`` raised ``error``: fail that stream;
+        False if there is none (the error is then the connection's)."""
+        raise NotImplementedError
+
+
+class DataSink(Protocol):
+    """A client stream that takes DATA (``H2Transport.client_data_sink``)."""
+
+    @property
+    def inbox(self) -> Inbox: ...
+
+    def data_failed(self, error: RpcError) -> object:
+        """The DATA could not be decoded (framing, size, compression)."""

@@ -177,6 +177,11 @@ _SERVER_SCRIPT = textwrap.dedent("""
         with dubbo.Server(config) as server:
             print(server.port, flush=True)
             input()
+    elif sys.argv[1] == "plain":  # apache-dubbo's style: no with, no try
+        server = dubbo.Server(config).start()
+        print(server.port, flush=True)
+        input()
+        server.stop()
     else:
         server = dubbo.Server(config).start()
         print(server.port, flush=True)
@@ -189,6 +194,9 @@ _SERVER_SCRIPT = textwrap.dedent("""
     ("wait", signal.SIGINT, 0, ["returned True", "after"]),
     ("wait", signal.SIGTERM, 128 + signal.SIGTERM, []),
     ("with", signal.SIGTERM, 128 + signal.SIGTERM, []),
+    # Interrupted in input(), stop() is never reached: the atexit handler stops it.
+    ("plain", signal.SIGINT, -signal.SIGINT, []),
+    ("plain", signal.SIGTERM, 128 + signal.SIGTERM, []),
 ])
 def test_a_signal_stops_the_server_gracefully(tmp_path: Path, style: str, sig: signal.Signals,
                                               code: int, output: list[str]) -> None:

@@ -1,21 +1,39 @@
-"""SIGTERM stops a server the way Ctrl-C does.
+"""A program's end stops its servers gracefully: Ctrl-C, SIGTERM, or falling off the end.
 
 Python's default SIGTERM kills the process at once: in-flight calls are cut and a
 registry node stays until its session expires. While a server started on the main
 thread runs, and the program has no SIGTERM handler of its own, SIGTERM raises
 ``SystemExit(143)`` in the main thread instead, as Ctrl-C raises ``KeyboardInterrupt``,
 so ``with dubbo.Server(...)`` blocks and ``wait_for_termination()`` stop gracefully.
+A server still running when the interpreter exits (``start(); input(); stop()``
+interrupted in ``input()``) is stopped by an ``atexit`` handler, with the default grace.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import signal
 import threading
+import weakref
 from types import FrameType
 from typing import Any
 
+log = logging.getLogger("dubbo.server")
 _lock = threading.Lock()
 _servers: set[int] = set()  # ids of running servers that installed the handler; guarded by _lock
+_running: weakref.WeakSet[Any] = weakref.WeakSet()  # started, not stopped; guarded by _lock
+
+
+@atexit.register
+def _stop_running_servers() -> None:
+    with _lock:
+        servers = list(_running)
+    for server in servers:
+        try:
+            server.stop()
+        except Exception:  # the process is ending: log, and stop the others
+            log.exception("stopping %r at exit failed", server)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -23,7 +41,10 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def install(server: Any) -> None:
-    """Take SIGTERM for ``server`` if this is the main thread and nobody else has it."""
+    """Stop ``server`` at exit; take SIGTERM for it if this is the main thread and
+    nobody else has it."""
+    with _lock:
+        _running.add(server)
     if threading.current_thread() is not threading.main_thread():
         return
     with _lock:
@@ -38,6 +59,7 @@ def install(server: Any) -> None:
 def release(server: Any) -> None:
     """Give SIGTERM back its default once the last server that took it has stopped."""
     with _lock:
+        _running.discard(server)
         if id(server) not in _servers:
             return
         _servers.discard(id(server))

@@ -696,7 +696,7 @@ class H2Transport:
         data: Payload,
         end_stream: bool,
         deadline: Deadline | None,
-        stream_error: Callable[[], RpcError | None],
+        get_stream_error: Callable[[], RpcError | None],
         trailers: list[tuple[str, str]] | None = None,
         block: bool = True,
         send_timeout: float | None = None,
@@ -705,7 +705,7 @@ class H2Transport:
         joining a large message to its prefix) on a stream as flow control and the
         outbound backlog allow, waiting while either is shut.
 
-        ``stream_error`` reports a reset or cancel of the stream, which ends the wait;
+        ``get_stream_error`` reports a reset or cancel of the stream, which ends the wait;
         so do ``deadline`` and, with ``send_timeout``, that many seconds in which the
         peer took nothing (``SendStalledError``). ``trailers``, when given, follow the
         data in the same write. With ``block`` false, a shut window returns the unsent
@@ -718,7 +718,7 @@ class H2Transport:
         while True:
             with self.lock:
                 while True:
-                    err = stream_error()
+                    err = get_stream_error()
                     if err is not None:
                         raise err
                     self.check_open()
@@ -771,7 +771,7 @@ class H2Transport:
                         raise self.error or UnavailableError(
                             StatusCode.UNAVAILABLE, f"connection closed: {exc}") from None
                     # Reset by the peer in a read whose events are not handled yet.
-                    raise stream_error() or CancelledError(
+                    raise get_stream_error() or CancelledError(
                         StatusCode.CANCELLED, f"stream closed: {exc}") from None
                 finally:
                     self._h2_pending += pushed

@@ -195,11 +195,11 @@ class MessageWriter:
     taken before the transport's (``_send_lock``, ``lock``), never after.
     """
 
-    __slots__ = ("transport", "stream_id", "deadline", "error", "scheduler", "urgent",
+    __slots__ = ("transport", "stream_id", "deadline", "get_error", "scheduler", "urgent",
                  "send_timeout", "_lock", "_pending", "_size", "_armed")
 
     def __init__(self, transport: H2Transport, stream_id: int, deadline: Deadline | None,
-                 error: Callable[[], RpcError | None], scheduler: Scheduler,
+                 get_error: Callable[[], RpcError | None], scheduler: Scheduler,
                  urgent: Callable[[], bool] | None = None,
                  send_timeout: float | None = None) -> None:
         self.transport = transport
@@ -208,7 +208,7 @@ class MessageWriter:
         self.urgent = urgent
         self.stream_id = stream_id
         self.deadline = deadline
-        self.error = error
+        self.get_error = get_error  # why the stream can carry no more, if it can't
         self.scheduler = scheduler
         self._lock = threading.Lock()
         self._pending: list[Payload] = []
@@ -265,7 +265,7 @@ class MessageWriter:
 
     def _send_locked(self, end_stream: bool, trailers: list[tuple[str, str]] | None) -> None:
         self.transport.send_data(self.stream_id, self._take_locked(), end_stream,
-                                 self.deadline, self.error, trailers,
+                                 self.deadline, self.get_error, trailers,
                                  send_timeout=self.send_timeout)
 
     def _on_timer(self) -> None:
@@ -281,7 +281,7 @@ class MessageWriter:
                 return
             try:
                 rest = self.transport.send_data(self.stream_id, self._take_locked(), False,
-                                                self.deadline, self.error, block=False)
+                                                self.deadline, self.get_error, block=False)
             except RpcError:
                 return  # the stream is over
             if rest:  # window shut: keep the rest and look again later

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import greeter_pb2
 import pytest
+from subprocesses import ctrl_c_works
 
 import dubbo
 from dubbo.configs import ServiceConfig
@@ -195,7 +196,7 @@ def test_unreachable_and_usage_errors_have_their_own_exit_status():
 def test_serve_then_curl_then_ctrl_c():
     process = subprocess.Popen([sys.executable, "-m", "dubbo", "serve", "--port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=_env())
+                               env=_env(), preexec_fn=ctrl_c_works)
     try:
         line = process.stdout.readline()  # "serving dubbo.demo.Greeter on 127.0.0.1:PORT ..."
         assert "serving dubbo.demo.Greeter on 127.0.0.1:" in line, process.stderr.read()

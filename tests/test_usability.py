@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from subprocesses import ctrl_c_works
 
 import dubbo
 from dubbo.configs import ReferenceConfig, ServiceConfig
@@ -204,7 +205,7 @@ def test_a_signal_stops_the_server_gracefully(tmp_path: Path, style: str, sig: s
     script.write_text(_SERVER_SCRIPT)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, str(script), style], stdout=subprocess.PIPE,
-                            stdin=subprocess.PIPE, text=True, env=env)
+                            stdin=subprocess.PIPE, text=True, env=env, preexec_fn=ctrl_c_works)
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())

@@ -100,21 +100,29 @@ class SharedHealth(HealthServicer):
 
     group: ProcessGroup | None = None  # set once the children run; None in a child
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Held across a change and its broadcast: every process sees changes in one order.
+        self._order = threading.Lock()
+
     def set(self, service: str, status: ServingStatus | str | int) -> None:
         value = serving_status(status)
-        super().set(service, value)
-        if self.group is not None:
-            self.group.broadcast(("set", service, int(value)))
+        with self._order:
+            super().set(service, value)
+            if self.group is not None:
+                self.group.broadcast(("set", service, int(value)))
 
     def clear(self, service: str) -> None:
-        super().clear(service)
-        if self.group is not None:
-            self.group.broadcast(("clear", service))
+        with self._order:
+            super().clear(service)
+            if self.group is not None:
+                self.group.broadcast(("clear", service))
 
     def enter_graceful_shutdown(self) -> None:
-        super().enter_graceful_shutdown()
-        if self.group is not None:
-            self.group.broadcast(("shutdown",))
+        with self._order:
+            super().enter_graceful_shutdown()
+            if self.group is not None:
+                self.group.broadcast(("shutdown",))
 
 
 class _Child:
@@ -190,7 +198,8 @@ class ProcessGroup:
                 child.conn.close()
             raise
         group = cls(children)
-        server.health.group = group if isinstance(server.health, SharedHealth) else None
+        if isinstance(server.health, SharedHealth):
+            server.health.group = group
         for child in children:
             child.watcher = threading.Thread(target=group._watch, args=(child,),
                                              name=f"dubbo-process-{child.pid}", daemon=True)
@@ -206,9 +215,10 @@ class ProcessGroup:
         """One thread per child: reap it when it exits, and say so unless asked to."""
         _reap(child)
         if not self.stopping:
-            log.error("serving process %d %s; %d of the server's processes still serve, "
-                      "it is not restarted", child.pid, _describe(child.status),
-                      1 + len(self.pids))
+            alive = 1 + len(self.pids)
+            log.error("serving process %d %s; it is not restarted; %d process%s serve%s on",
+                      child.pid, _describe(child.status), alive,
+                      "" if alive == 1 else "es", "s" if alive == 1 else "")
 
     def broadcast(self, message: tuple[Any, ...]) -> None:
         """Send a health change to every live child; return once each applied it (or
@@ -291,11 +301,12 @@ def _describe(status: int | None) -> str:
 def _child_main(server: Server, sock: socket.socket, conn: Connection, parent: int,
                 on_main: bool) -> int:
     """A serving process: serve ``sock`` until the parent says stop or goes away."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us on Ctrl-C
-    if on_main:  # SIGTERM stops this process gracefully, whatever the parent chose
-        signal.signal(signal.SIGTERM, signals._on_sigterm)
-        if sys.platform.startswith("linux"):
-            _die_with_parent()
+    # The forking thread is this process's main thread now. The parent stops us on
+    # Ctrl-C; SIGTERM stops this process gracefully, whatever handler the parent had.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signals._on_sigterm)
+    if on_main and sys.platform.startswith("linux"):  # the parent's thread is the process
+        _die_with_parent()
     if os.getppid() != parent:  # it died before we could watch it
         return 0
     health = server.health

@@ -747,6 +747,9 @@ class Server:
     ``max_workers`` handlers run at once, one thread each; ``max_pending_calls`` more
     may wait for a thread (``None``: no bound). A call beyond both is refused at once
     with RESOURCE_EXHAUSTED rather than queued without bound.
+
+    ``processes=N`` serves the port from N processes, this one included, so the
+    server uses N cores (processes.py, docs/processes.md).
     """
 
     def __init__(self, service_config: ServiceConfig, *,

@@ -128,12 +128,12 @@ class SharedHealth(HealthServicer):
 class _Child:
     """One forked serving process, as its parent sees it."""
 
-    __slots__ = ("pid", "conn", "lock", "alive", "watcher", "status")
+    __slots__ = ("pid", "channel", "lock", "alive", "watcher", "status")
 
-    def __init__(self, pid: int, conn: Connection) -> None:
+    def __init__(self, pid: int, channel: Connection) -> None:
         self.pid = pid
-        self.conn = conn
-        self.lock = threading.Lock()  # guards conn (one message and its ack at a time)
+        self.channel = channel
+        self.lock = threading.Lock()  # guards channel (one message and its ack at a time)
         self.alive = True  # cleared by the watcher thread once the child was reaped
         self.watcher: threading.Thread | None = None
         self.status: int | None = None  # os.waitpid's status, once reaped
@@ -172,7 +172,7 @@ class ProcessGroup:
                     try:
                         ours.close()
                         for sibling in children:
-                            sibling.conn.close()
+                            sibling.channel.close()
                         if own is not None:
                             sock.close()
                         code = _child_main(server, own or sock, theirs, parent, on_main)
@@ -195,7 +195,7 @@ class ProcessGroup:
             for child in children:
                 _kill(child.pid)
                 _reap(child)
-                child.conn.close()
+                child.channel.close()
             raise
         group = cls(children)
         if isinstance(server.health, SharedHealth):
@@ -225,12 +225,12 @@ class ProcessGroup:
         HEALTH_ACK_TIMEOUT passed for it: a stuck process holds nobody up for long)."""
         for child in self.children:
             with child.lock:
-                if not child.alive or child.conn.closed:
+                if not child.alive or child.channel.closed:
                     continue
                 try:
-                    child.conn.send(message)
-                    if child.conn.poll(HEALTH_ACK_TIMEOUT):
-                        child.conn.recv()
+                    child.channel.send(message)
+                    if child.channel.poll(HEALTH_ACK_TIMEOUT):
+                        child.channel.recv()
                     else:
                         log.warning("serving process %d did not apply %s within %.0f s",
                                     child.pid, message, HEALTH_ACK_TIMEOUT)
@@ -243,10 +243,10 @@ class ProcessGroup:
         self.stopping = True
         for child in self.children:
             with child.lock:
-                if child.conn.closed:
+                if child.channel.closed:
                     continue
                 try:
-                    child.conn.send(("stop", grace))
+                    child.channel.send(("stop", grace))
                 except OSError:  # dead already
                     pass
 
@@ -265,7 +265,7 @@ class ProcessGroup:
                     _kill(child.pid)
                     watcher.join(5.0)
             with child.lock:
-                child.conn.close()
+                child.channel.close()
 
 
 def _kill(pid: int) -> None:
@@ -298,7 +298,7 @@ def _describe(status: int | None) -> str:
     return f"exited with status {os.waitstatus_to_exitcode(status)}"
 
 
-def _child_main(server: Server, sock: socket.socket, conn: Connection, parent: int,
+def _child_main(server: Server, sock: socket.socket, channel: Connection, parent: int,
                 on_main: bool) -> int:
     """A serving process: serve ``sock`` until the parent says stop or goes away."""
     # The forking thread is this process's main thread now. The parent stops us on
@@ -317,10 +317,10 @@ def _child_main(server: Server, sock: socket.socket, conn: Connection, parent: i
     try:
         server._serve(sock)
         while True:
-            if not conn.poll(CHILD_POLL):
+            if not channel.poll(CHILD_POLL):
                 continue
             try:
-                message = conn.recv()
+                message = channel.recv()
             except (EOFError, OSError):
                 log.warning("serving process %d: the server's main process is gone; "
                             "stopping", os.getpid())
@@ -335,7 +335,7 @@ def _child_main(server: Server, sock: socket.socket, conn: Connection, parent: i
                 HealthServicer.clear(health, message[1])
             elif kind == "shutdown":
                 HealthServicer.enter_graceful_shutdown(health)
-            conn.send(True)
+            channel.send(True)
     except (KeyboardInterrupt, SystemExit):  # SIGTERM: stop as the parent would
         pass
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one graceful stop, not cut short

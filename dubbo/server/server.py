@@ -4,6 +4,7 @@ worker pool running one handler per HTTP/2 stream."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -63,6 +64,7 @@ from . import signals
 from .context import ServicerContext
 from .http_unary import HttpUnary, is_plain_http
 from .memory import release_free_memory
+from .processes import ProcessGroup, SharedHealth, check_processes, reuse_port
 from .workers import WorkerPool
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -745,6 +747,9 @@ class Server:
     ``max_workers`` handlers run at once, one thread each; ``max_pending_calls`` more
     may wait for a thread (``None``: no bound). A call beyond both is refused at once
     with RESOURCE_EXHAUSTED rather than queued without bound.
+
+    ``processes=N`` serves the port from N processes, this one included, so the
+    server uses N cores (processes.py, docs/processes.md).
     """
 
     def __init__(self, service_config: ServiceConfig, *,
@@ -767,11 +772,16 @@ class Server:
                  min_workers: int = 0,
                  flood_limits: FloodLimits | None = None,
                  reflection: bool = False,
-                 interceptors: Sequence[ServerInterceptor] = ()) -> None:
+                 interceptors: Sequence[ServerInterceptor] = (),
+                 processes: int = 1) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
+        check_processes(processes)
+        # Serving processes, this one included (processes.py); >1 forks in start().
+        self.processes = processes
+        self._processes: ProcessGroup | None = None
         self.config = service_config
         # Around every method of every service added (dubbo/interceptors), first outermost.
         self.interceptors = tuple(interceptors)
@@ -782,7 +792,7 @@ class Server:
                              version=service_config.version)
         # Served besides self.services (and never registered): grpc.health.v1.Health,
         # and with reflection=True grpc.reflection.v1/v1alpha. Read-only after start().
-        self.health = HealthServicer()
+        self.health = HealthServicer() if processes == 1 else SharedHealth()
         health = self.health.service_handler()
         self.builtin_services = {health.service_name: health}
         if reflection:
@@ -913,6 +923,8 @@ class Server:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.processes > 1 and reuse_port():
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(address)
             sock.listen(512)
             sock.setblocking(False)
@@ -922,6 +934,24 @@ class Server:
             raise OSError(exc.errno, f"cannot serve on {host}:{self.config.port}: "
                                      f"{exc.strerror or exc}") from exc
         self.port = sock.getsockname()[1]
+        if self.processes > 1:  # before any thread of ours starts; children never return
+            try:
+                self._processes = ProcessGroup.spawn(self, sock, self.processes - 1)
+            except BaseException:
+                sock.close()
+                raise
+        self._serve(sock)
+        return self
+
+    @property
+    def pids(self) -> list[int]:
+        """The ids of the processes serving (``processes=N``), this one first."""
+        group = self._processes
+        return [os.getpid(), *(group.pids if group is not None else ())]
+
+    def _serve(self, sock: socket.socket) -> None:
+        """Serve the bound ``sock``: the threads of one serving process."""
+        host = self.config.host
         self._pool = WorkerPool(self.max_workers, min_workers=self.min_workers,
                                 idle_timeout=self.worker_idle_timeout, name="dubbo-worker")
         self._loop = IOLoop("dubbo-server-io")
@@ -932,7 +962,6 @@ class Server:
         self.timer.call_later(TRIM_INTERVAL, self._trim_memory)
         signals.install(self)
         log.info("serving %s on %s:%d", ", ".join(self.services), host, self.port)
-        return self
 
     def accept(self, sock: socket.socket, sniffed: bool = False) -> None:
         """A new connection (loop thread): refuse it past max_connections, else read it."""
@@ -1022,6 +1051,8 @@ class Server:
             self.stopping = True
             connections = list(self._connections)
         self.health.enter_graceful_shutdown()  # before GOAWAY: probes see it first
+        if self._processes is not None:  # the other processes drain meanwhile
+            self._processes.stop(grace)
         assert self._loop is not None and self._listener is not None
         listener = self._listener
         self._loop.call_soon(listener.close)
@@ -1055,6 +1086,8 @@ class Server:
                 call.cancel(UnavailableError(StatusCode.UNAVAILABLE, "server stopped"))
         if stuck:
             log.warning("%d handler(s) still running after stop()", stuck)
+        if self._processes is not None:
+            self._processes.join(grace)
         signals.release(self)
         self._stopped.set()
 

@@ -353,3 +353,59 @@ def test_hpack_changes_its_table_only_through_add_and_maxsize():
     decoder.decode(block)  # carries the size update
     assert dec_table.version >= 2 and dec_table.maxsize == 1024, \
         _changed("Decoder applying a size update through HeaderTable.maxsize")
+
+
+# -- large DATA frames without copies (issue 11) --------------------------------------
+
+
+def test_a_large_data_frame_goes_out_as_a_view_of_the_message_with_h2s_bytes():
+    server, client = _pair()
+    client.send_headers(1, REQUEST, end_stream=True)
+    server.receive_data(client.data_to_send())
+    server.send_headers(1, RESPONSE)
+    message = bytes(range(256)) * 128 + b"m" * 100  # the plain peer takes 16 KiB frames
+    view = memoryview(message)
+    server.send_data(1, view[:16384])
+    server.send_data(1, view[16384:16484])  # small: into h2's buffer as before
+    server.send_data(1, view[16484:], end_stream=True)
+    parts = server.take_output()
+    assert not server.has_output() and server.take_output() == []
+    assert any(isinstance(p, memoryview) and p.obj is message for p in parts), \
+        _changed("how send_data hands DataFrames to _prepare_for_sending")
+    frames = _frames(b"".join(parts))
+    assert [type(f) for f in frames] == [HeadersFrame, DataFrame, DataFrame, DataFrame]
+    assert b"".join(f.data for f in frames[1:]) == message
+    assert "END_STREAM" in frames[-1].flags and "END_STREAM" not in frames[1].flags
+    events = client.receive_data(b"".join(parts))
+    assert b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived)) == message
+    assert any(isinstance(e, h2.events.StreamEnded) for e in events)
+
+
+def test_data_to_send_still_returns_everything_in_order():
+    server, client = _pair()
+    client.send_headers(1, REQUEST, end_stream=True)
+    server.receive_data(client.data_to_send())
+    server.send_headers(1, RESPONSE)
+    server.send_data(1, b"a" * 16384)
+    server.send_headers(1, [(b"grpc-status", b"0")], end_stream=True)
+    frames = _frames(server.data_to_send())
+    assert [type(f) for f in frames] == [HeadersFrame, DataFrame, HeadersFrame]
+    assert frames[1].data == b"a" * 16384
+
+
+def test_a_data_frame_is_parsed_from_the_buffer_and_the_buffer_released():
+    server, client = _pair()
+    client.send_headers(1, REQUEST)
+    client.send_data(1, b"b" * 16384)
+    client.send_data(1, b"b" * 13616, end_stream=True)
+    wire = client.data_to_send()
+    events = []
+    for start in range(0, len(wire), 7000):  # split across reads, mid-header too
+        events += server.receive_data(wire[start:start + 7000])
+    data = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+    assert data == b"b" * 30000
+    assert not server.incoming_buffer._data, _changed("FrameBuffer._data")
+    # PADDED, pad length 10 in a 5-byte body: hyperframe's error, as h2's ProtocolError
+    bad = b"\x00\x00\x05\x00\x08\x00\x00\x00\x03" + b"\x0a" + b"x" * 4
+    with pytest.raises(h2.exceptions.ProtocolError):
+        server.receive_data(bad)

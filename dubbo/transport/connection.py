@@ -112,7 +112,7 @@ from ..status import (
 )
 from ..wire.deadline import Deadline
 from ..wire.limits import FloodGuard, FloodLimits
-from .h2_internals import Connection
+from .h2_internals import Connection, OutputPart
 from .hpack_cache import CachingDecoder, CachingEncoder
 from .ioloop import IOLoop
 from .timer import Scheduler, TimerHandle
@@ -594,12 +594,15 @@ class H2Transport:
             if not self.secured:
                 return  # h2 keeps its output until the TLS handshake is done
             with self.lock:
-                data = self.conn.data_to_send()
+                parts = self.conn.take_output()
                 self._h2_pending = 0
                 backlog_waiters = self._backlog_waiters
-            if self.tls is not None:
-                data = self.tls.encrypt(data)  # under the send lock: records in order
-            failure = self._write_locked(data)
+            if self.tls is not None:  # under the send lock: records in order
+                failure = self._write_locked(self.tls.encrypt(b"".join(parts)))
+            elif len(parts) > 1:
+                failure = self._write_parts_locked(parts)
+            else:
+                failure = self._write_locked(parts[0] if parts else b"")
             if backlog_waiters and len(self._outbuf) < OUTBOUND_HIGH_WATER:
                 # What h2 held counted in the backlog and is now with the socket.
                 self._drained()
@@ -614,7 +617,32 @@ class H2Transport:
         if failure is not None:
             self.close(failure)
 
-    def _write_locked(self, data: bytes) -> RpcError | None:
+    def _write_parts_locked(self, parts: list[OutputPart]) -> RpcError | None:
+        """``_write_locked`` for parts written back to back: one ``sendmsg``, no join
+        (a large DATA frame's payload is a view of the sender's message)."""
+        if self._outbuf:
+            for part in parts[:-1]:
+                self._outbuf += part
+            return self._write_locked(parts[-1])
+        try:
+            sent = self.sock.sendmsg(parts)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._outbuf = bytearray()
+            return UnavailableError(StatusCode.UNAVAILABLE, f"connection lost: {exc}")
+        for index, part in enumerate(parts):
+            if sent < len(part):  # the socket took up to here: keep the rest
+                outbuf = self._outbuf  # empty (looked at above)
+                outbuf += memoryview(part)[sent:]
+                for later in parts[index + 1 :]:
+                    outbuf += later
+                return self._write_locked(b"")  # bounds it, has the loop write it
+            sent -= len(part)
+        self._watch_writable_locked(False)
+        return None
+
+    def _write_locked(self, data: OutputPart) -> RpcError | None:
         """Send ``data`` after what waits, keeping what the socket refuses (send lock
         held); why the connection must close, if it must."""
         outbuf = self._outbuf

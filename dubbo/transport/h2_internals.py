@@ -20,7 +20,12 @@ by ``_receive_headers_frame``)   MAX_CONCURRENT_STREAMS is refused alone (RFC 91
 ``_open_streams``, ``streams``   §5.1.2), not by tearing the connection down
 ``state_machine.state``          put back after a GOAWAY, sent or received, so that
 ``_frame_dispatch_table``        streams already running drain (gRPC's GOAWAY)
-``_data_to_send``                peeked, without the lock, to skip a flush
+``_data_to_send``                peeked, without the lock, to skip a flush; taken
+``_prepare_for_sending``         without a copy, and a large DATA frame's payload
+``DataFrame`` flags/body_len     kept as a view beside it (``take_output``): h2
+                                 copies a 1 MiB frame five times on its way out
+``FrameBuffer.__next__``         a DATA frame's body parsed from a view of the
+                                 buffer, not from a copy of it
 ``incoming_buffer``              replaced by ``GuardedFrameBuffer``: frame size
 ``FrameBuffer._data``            checked on the 9-byte header, header block bounded
 ``FrameBuffer._headers_buffer``  in bytes
@@ -37,6 +42,7 @@ hyperframe ``RstStreamFrame``,   frames built or dispatched on above
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import h2.config
@@ -48,12 +54,19 @@ import h2.settings
 from h2.frame_buffer import FrameBuffer
 from hpack import Decoder, Encoder
 from hpack.table import HeaderTable
-from hyperframe.frame import GoAwayFrame, RstStreamFrame
+from hyperframe.exceptions import InvalidDataError, InvalidFrameError
+from hyperframe.frame import DataFrame, Frame, GoAwayFrame, RstStreamFrame
 
 __all__ = ["Connection", "GuardedFrameBuffer", "VersionedTable", "install_versioned_table",
-           "resize_pending"]
+           "resize_pending", "OutputPart"]
 
 _HEADERS, _PUSH_PROMISE = 0x01, 0x05  # frame types that may start a header block
+_DATA = 0x00
+_FRAME_HEADER = struct.Struct(">HBBBL")  # hyperframe's 9-byte frame header
+# DATA payloads at least this big are sent as views of the caller's buffer, beside
+# their 9-byte header, instead of being copied into h2's output buffer.
+ZERO_COPY_DATA = 16 * 1024
+OutputPart = bytes | bytearray | memoryview
 
 
 class GuardedFrameBuffer(FrameBuffer):
@@ -74,7 +87,33 @@ class GuardedFrameBuffer(FrameBuffer):
             if length > self.max_frame_size:
                 raise h2.exceptions.FrameTooLargeError(
                     f"frame of {length} bytes declared, max {self.max_frame_size}")
+            if data[3] == _DATA:
+                return self._next_data_frame(data)
         return super().__next__()
+
+    def _next_data_frame(self, data: bytearray) -> Any:
+        """h2's ``__next__`` for a DATA frame, with its body parsed from a view of the
+        buffer instead of a copy (``parse_body`` copies it once, to the frame)."""
+        try:
+            frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        except (InvalidDataError, InvalidFrameError) as err:
+            raise h2.exceptions.ProtocolError(f"Received frame with invalid header: {err!s}") \
+                from err
+        if len(data) < length + 9:
+            raise StopIteration
+        self._validate_frame_length(length)
+        with memoryview(data) as view, view[9 : 9 + length] as body:
+            try:
+                frame.parse_body(body)  # keeps no view: the body is copied (tobytes)
+            except InvalidDataError as err:
+                raise h2.exceptions.ProtocolError(
+                    "Received frame with non-compliant data") from err
+            except InvalidFrameError as err:
+                raise h2.exceptions.FrameDataMissingError(
+                    "Frame data missing or invalid") from err
+        del data[: 9 + length]
+        new_frame = self._update_header_buffer(frame)
+        return new_frame if new_frame is not None else self.__next__()
 
     def _update_header_buffer(self, f: Any) -> Any:
         if self._headers_buffer or (f is not None and f.type in (_HEADERS, _PUSH_PROMISE)
@@ -101,6 +140,8 @@ class Connection(h2.connection.H2Connection):
     def __init__(self, config: h2.config.H2Configuration,
                  settings: dict[h2.settings.SettingCodes, int],
                  encoder: Encoder, decoder: Decoder, max_header_block: int) -> None:
+        # Output queued before ``_data_to_send`` (``_prepare_for_sending``).
+        self._parts: list[OutputPart] = []
         super().__init__(config=config)
         self.encoder = encoder
         self.decoder = decoder
@@ -162,7 +203,65 @@ class Connection(h2.connection.H2Connection):
     def has_output(self) -> bool:
         """Whether h2 holds bytes to send. Read without the transport lock: a thread
         that adds output flushes it itself, so a stale False costs nothing."""
-        return bool(self._data_to_send)
+        return bool(self._data_to_send) or bool(self._parts)
+
+    # -- what we send -----------------------------------------------------------------
+
+    def send_data(self, stream_id: int, data: bytes | memoryview, end_stream: bool = False,
+                  pad_length: Any = None) -> None:
+        """h2's; a large view passes through h2 wrapped, as h2's stream copies a
+        ``memoryview`` (``tobytes``) and only ever takes the length of anything else."""
+        if type(data) is memoryview and pad_length is None and len(data) >= ZERO_COPY_DATA:
+            data = _View(data)  # type: ignore[assignment]  # unwrapped below
+        super().send_data(stream_id, data, end_stream, pad_length)
+
+    def _prepare_for_sending(self, frames: list[Any]) -> None:
+        """h2's, except that a large DATA frame's payload is not copied: its header
+        and the payload (often a view of the caller's message) queue as parts of their
+        own, after what h2 buffered before them (``take_output``)."""
+        if not frames:
+            return
+        out = self._data_to_send
+        for frame in frames:
+            data: Any = frame.data if type(frame) is DataFrame else None
+            if type(data) is _View:
+                data = data.view
+            elif data is None or len(data) < ZERO_COPY_DATA or frame.pad_length:
+                out += frame.serialize()
+                continue
+            length = len(data)
+            frame.body_len = length
+            if out:
+                self._parts.append(out)
+                out = self._data_to_send = bytearray()
+            flags = 0x01 if "END_STREAM" in frame.flags else 0
+            self._parts.append(_FRAME_HEADER.pack((length >> 8) & 0xFFFF, length & 0xFF, _DATA,
+                                                  flags, frame.stream_id & 0x7FFFFFFF))
+            self._parts.append(data)
+        assert all(f.body_len <= self.max_outbound_frame_size for f in frames)
+
+    def take_output(self) -> list[OutputPart]:
+        """Everything queued to send, in order, as parts to write back to back (no
+        copy); empty when nothing is. Parts may be views of senders' buffers, which
+        must not change (messages are ``bytes``)."""
+        parts = self._parts
+        if parts:
+            self._parts = []
+        elif not self._data_to_send:
+            return []
+        else:
+            parts = []
+        if self._data_to_send:
+            parts.append(self._data_to_send)
+            self._data_to_send = bytearray()
+        return parts
+
+    def data_to_send(self, amount: int | None = None) -> bytes:
+        """h2's, with the parts ``take_output`` would return joined in front."""
+        if self._parts:
+            self._data_to_send = bytearray(b"".join(self.take_output()))
+        data: bytes = super().data_to_send(amount)
+        return data
 
     def send_goaway(self, error_code: int, last_stream_id: int | None = None,
                     additional_data: bytes | None = None) -> None:
@@ -189,6 +288,19 @@ class Connection(h2.connection.H2Connection):
             return result
 
         table[GoAwayFrame] = receive_and_stay_open
+
+
+class _View:
+    """A DATA payload on its way through h2's ``send_data`` (which needs only its
+    length), so that h2 keeps it as it is."""
+
+    __slots__ = ("view",)
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+
+    def __len__(self) -> int:
+        return len(self.view)
 
 
 def _rst_frame(stream_id: int, error_code: int) -> RstStreamFrame:

@@ -334,6 +334,24 @@ def test_a_preface_sent_in_pieces_still_makes_an_http2_connection(server):
         assert any(isinstance(e, h2.events.RemoteSettingsChanged) for e in events)
 
 
+def test_a_preface_already_there_starts_http2_at_once_without_a_sniffer(server, monkeypatch):
+    from dubbo.server import http1
+
+    sniffed = []
+    monkeypatch.setattr(http1.Sniffer, "start", lambda self: sniffed.append(self))
+    s = server()
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    ours, theirs = socket.socketpair()
+    with ours:
+        ours.settimeout(10)
+        ours.sendall(conn.data_to_send())  # there before the server looks
+        s._adopt(theirs)  # accepted as a plaintext connection is
+        events = conn.receive_data(ours.recv(65536))
+        assert any(isinstance(e, h2.events.RemoteSettingsChanged) for e in events)
+        assert sniffed == []
+
+
 # -- application/grpc+json --------------------------------------------------------
 
 def test_grpc_json_with_our_client(server):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -50,6 +51,7 @@ _NOT_METADATA = frozenset(
     b"host content-length connection keep-alive transfer-encoding expect upgrade accept "
     b"accept-encoding content-encoding user-agent tri-service-timeout".split())
 _GRPC = b"application/grpc"
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # http1.PREFACE (that module imports h11)
 
 
 def http_status(code: StatusCode) -> int:
@@ -377,6 +379,16 @@ class HttpUnary:
 
     def sniff(self, sock: Any) -> None:
         """A new plaintext connection (loop thread): HTTP/1.1 or the HTTP/2 preface?"""
+        # A gRPC client's preface is usually there by the time we accept: then the
+        # HTTP/2 connection starts at once (its SETTINGS go out now), with no sniffer,
+        # no timer and no second registration with the loop.
+        try:
+            first = sock.recv(len(_H2_PREFACE), socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except OSError:  # nothing yet (or an error, which the sniffer meets again)
+            first = b""
+        if first == _H2_PREFACE:
+            self.server.accept(sock, sniffed=True)
+            return
         from .http1 import Sniffer
 
         Sniffer(self, sock).start()

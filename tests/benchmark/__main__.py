@@ -2,7 +2,9 @@
 
 For run in 1..N, for scenario, for system: a fresh server process and a client process
 of that system measure the scenario on 127.0.0.1. The table shows the medians of the
-runs with ratio columns; see docs/performance.md.
+runs with ratio columns; see docs/performance.md. ``floor`` (a minimal h2 echo) runs
+only the scenarios it can serve; ``dubbo-procs2`` (dubbo's server with processes=2) only
+the 16-caller ones, and only when dubbo.Server accepts ``processes``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from importlib import metadata
 from typing import Any
 
 from .clients import SCENARIOS
-from .common import SYSTEMS, Counts
+from .common import SYSTEMS, Counts, supports
 from .harness import REPO_ROOT, Measurement, measure
 from .report import aggregate, as_json, footer, render, rows_for
 
@@ -48,7 +50,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.runs = 1 if args.quick else 3
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if "dubbo-procs2" in args.systems and not _dubbo_accepts_processes():
+        args.systems.remove("dubbo-procs2")  # this dubbo serves from one process only
+        if not args.systems:
+            parser.error("dubbo.Server does not accept processes=: no dubbo-procs2")
     return args
+
+
+def _dubbo_accepts_processes() -> bool:
+    """Asked in a subprocess, so the orchestrator imports no system's code."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", "from tests.benchmark.servers import "
+             "dubbo_accepts_processes as f; print(f())"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return proc.stdout.strip() == "True"
 
 
 def _names(allowed: tuple[str, ...]) -> Any:
@@ -121,20 +139,24 @@ def _cpu_model() -> str:
 def describe(env: dict[str, Any]) -> str:
     versions = ", ".join(f"{name} {version}" for name, version in env["versions"].items())
     load = "/".join(f"{x:.2f}" for x in env["load_average_at_start"]) or "?"
+    if env.get("load_average_at_end"):
+        load += " (1/5/15 min), at end " + "/".join(
+            f"{x:.2f}" for x in env["load_average_at_end"])
     return (f"{env['date']}; {env['cpu_count']} CPUs ({env['cpu']}); {env['platform']}; "
             f"load average at start {load}\n{versions}")
 
 
 def run_all(args: argparse.Namespace, divisor: int) -> list[Measurement]:
     measurements = []
-    total = args.runs * len(args.scenarios) * len(args.systems)
+    pairs = [(scenario, system) for scenario in args.scenarios for system in args.systems
+             if supports(system, scenario)]
+    total = args.runs * len(pairs)
     for run in range(1, args.runs + 1):
-        for scenario in args.scenarios:
-            for system in args.systems:
-                m = measure(system, scenario, run, divisor, args.cap)
-                measurements.append(m)
-                print(f"[{len(measurements)}/{total}] run {run} {scenario} {system}: "
-                      f"{_summary(m)} ({m.wall_s:.1f} s)", file=sys.stderr, flush=True)
+        for scenario, system in pairs:
+            m = measure(system, scenario, run, divisor, args.cap)
+            measurements.append(m)
+            print(f"[{len(measurements)}/{total}] run {run} {scenario} {system}: "
+                  f"{_summary(m)} ({m.wall_s:.1f} s)", file=sys.stderr, flush=True)
     return measurements
 
 
@@ -154,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     measurements = run_all(args, divisor)
     table = aggregate(measurements, rows_for(counts), args.systems)
     notes = footer(table, measurements, args.runs, args.cap)
+    env["load_average_at_end"] = _load_average()
     print(describe(env) + ("  \n" if args.markdown else "\n"))
     print(render(table, args.systems, args.markdown))
     print()
@@ -161,7 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     print(f"\n({len(measurements)} measurements in {elapsed:.0f} s)", file=sys.stderr)
     if args.json:
-        env["load_average_at_end"] = _load_average()
         settings = {"runs": args.runs, "quick": args.quick, "divisor": divisor,
                     "cap_s": args.cap, "systems": args.systems, "scenarios": args.scenarios,
                     "counts": vars(counts), "elapsed_s": elapsed}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from .clients import WATCHDOG_GRACE
+from .common import is_protobuf
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SERVER_START_TIMEOUT = 30.0
@@ -36,6 +37,7 @@ class Measurement:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    load_1m: float = 0.0  # the machine's 1-minute load average as the measurement began
 
 
 def python_module(module: str, *args: str) -> list[str]:
@@ -74,11 +76,11 @@ def tail(log: IO[bytes], limit: int = 600) -> str:
 
 
 @contextmanager
-def server_process(system: str, profile: str, max_seconds: float,
+def server_process(system: str, profile: str, messages: str, max_seconds: float,
                    log: IO[bytes]) -> Iterator[tuple[int, int]]:
     """A running server of ``system``: yields (pid, port)."""
     proc = subprocess.Popen(
-        python_module("servers", system, "--profile", profile,
+        python_module("servers", system, "--profile", profile, "--messages", messages,
                       "--max-seconds", str(int(max_seconds))),
         cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
     try:
@@ -117,11 +119,16 @@ def run_client(system: str, scenario: str, port: int, server_pid: int, divisor: 
 def measure(system: str, scenario: str, run: int, divisor: int, cap: float) -> Measurement:
     """One measurement: a fresh server process and a client process for it."""
     profile = "idle" if scenario == "idle_streams" else "default"
+    messages = "protobuf" if is_protobuf(scenario) else "raw"
     started = time.perf_counter()
     measurement = Measurement(run, system, scenario)
+    try:
+        measurement.load_1m = round(os.getloadavg()[0], 2)
+    except OSError:
+        pass
     with tempfile.TemporaryFile() as server_log, tempfile.TemporaryFile() as client_log:
         try:
-            with server_process(system, profile, cap + 3 * CLIENT_EXTRA_TIMEOUT,
+            with server_process(system, profile, messages, cap + 3 * CLIENT_EXTRA_TIMEOUT,
                                 server_log) as (pid, port):
                 result = run_client(system, scenario, port, pid, divisor, cap, client_log)
         except RuntimeError as exc:

@@ -7,10 +7,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .common import THROUGHPUT_CALLERS, Counts
+from .common import PROCS, THROUGHPUT_CALLERS, Counts
 from .harness import Measurement
 
 US = "dubbo"
+# Columns that get no ratio column: variants of dubbo itself (the notes compare them).
+VARIANTS = ("dubbo-procs2",)
 
 
 @dataclass(frozen=True)
@@ -23,35 +25,78 @@ class Row:
 
 
 def rows_for(counts: Counts) -> list[Row]:
+    from .messages import SMALL_SIZE
+
     c = counts
     lower = ", lower is better"
     idle = f"{c.idle_streams:,} idle open streams"
-    return [
-        Row("unary_latency", "calls_per_s",
-            f"unary latency: {c.unary_calls:,} sequential 100 B echoes", "calls/s"),
-        Row("unary_latency", "p50_us", "unary latency p50", "µs" + lower, False),
-        Row("unary_latency", "p99_us", "unary latency p99", "µs" + lower, False),
-        Row("unary_throughput", "calls_per_s",
-            f"unary throughput: {THROUGHPUT_CALLERS} callers × "
-            f"{c.throughput_calls_per_caller:,} echoes, one client", "calls/s"),
-        Row("server_stream", "messages_per_s",
-            f"server stream: {c.stream_messages:,} replies of 100 B, one call", "messages/s"),
-        Row("client_stream", "messages_per_s",
-            f"client stream: {c.stream_messages:,} requests of 100 B, one call", "messages/s"),
-        Row("ping_pong", "round_trips_per_s",
-            f"bidi ping-pong: {c.ping_pongs:,} round trips, one stream", "round trips/s"),
-        Row("large_unary", "mb_per_s",
-            f"large unary: {c.large_calls} echoes of 4 MiB", "MB/s (request + reply)"),
-        Row("large_unary", "p50_ms", "large unary p50", "ms" + lower, False),
-        Row("large_unary", "p99_ms", "large unary p99", "ms" + lower, False),
-        Row("connect", "ms", f"new connection + first call (median of {c.connects})",
-            "ms" + lower, False),
+    callers = f"{THROUGHPUT_CALLERS} callers × {c.throughput_calls_per_caller:,} calls"
+    rows: list[Row] = []
+
+    def add(scenario: str, metric: str, label: str, unit: str, op: str,
+            extra: Sequence[Row] = (), higher_is_better: bool = True,
+            short: str | None = None) -> None:
+        rows.append(Row(scenario, metric, label, unit, higher_is_better))
+        rows.extend(extra)
+        short = short or label.partition(":")[0]
+        rows.append(Row(scenario, "server_cpu_us", f"{short}: server CPU per {op}",
+                        "µs" + lower, False))
+        rows.append(Row(scenario, "client_cpu_us", f"{short}: client CPU per {op}",
+                        "µs" + lower, False))
+
+    def latency(scenario: str, name: str) -> list[Row]:
+        return [Row(scenario, "p50_us", f"{name} p50", "µs" + lower, False),
+                Row(scenario, "p99_us", f"{name} p99", "µs" + lower, False)]
+
+    def large(scenario: str, name: str) -> list[Row]:
+        return [Row(scenario, "p50_ms", f"{name} p50", "ms" + lower, False),
+                Row(scenario, "p99_ms", f"{name} p99", "ms" + lower, False)]
+
+    mb = "MB/s (request + reply)"
+    add("pb_unary_latency", "calls_per_s",
+        f"pb unary: {c.unary_calls:,} sequential HelloRequest ({SMALL_SIZE} B) calls",
+        "calls/s", "call", latency("pb_unary_latency", "pb unary latency"))
+    add("pb_unary_throughput", "calls_per_s", f"pb 16 callers: {callers}, one connection",
+        "calls/s", "call")
+    add("pb_unary_connections", "calls_per_s",
+        f"pb 16 connections: {callers}, a connection each", "calls/s", "call")
+    add("pb_server_stream", "messages_per_s",
+        f"pb server stream: {c.stream_messages:,} HelloReplies, one call", "messages/s",
+        "message")
+    add("pb_client_stream", "messages_per_s",
+        f"pb client stream: {c.stream_messages:,} HelloRequests, one call", "messages/s",
+        "message")
+    add("pb_ping_pong", "round_trips_per_s",
+        f"pb ping-pong: {c.ping_pongs:,} round trips, one stream", "round trips/s",
+        "round trip")
+    add("pb_large_unary", "mb_per_s", f"pb 4 MiB: {c.large_calls} echoes of a Blob "
+        "(one 4 MiB bytes field)", mb, "echo", large("pb_large_unary", "pb 4 MiB echo"))
+    add("unary_latency", "calls_per_s",
+        f"raw unary: {c.unary_calls:,} sequential 100 B echoes", "calls/s", "call",
+        latency("unary_latency", "raw unary latency"))
+    add("unary_throughput", "calls_per_s", f"raw 16 callers: {callers}, one connection",
+        "calls/s", "call")
+    add("server_stream", "messages_per_s",
+        f"raw server stream: {c.stream_messages:,} replies of 100 B, one call",
+        "messages/s", "message")
+    add("client_stream", "messages_per_s",
+        f"raw client stream: {c.stream_messages:,} requests of 100 B, one call",
+        "messages/s", "message")
+    add("ping_pong", "round_trips_per_s",
+        f"raw ping-pong: {c.ping_pongs:,} round trips, one stream", "round trips/s",
+        "round trip")
+    add("large_unary", "mb_per_s", f"raw 4 MiB: {c.large_calls} echoes of 4 MiB", mb,
+        "echo", large("large_unary", "raw 4 MiB echo"))
+    add("connect", "ms", f"new connection + first call (median of {c.connects})",
+        "ms" + lower, "connection", higher_is_better=False, short="new connection")
+    rows += [
         Row("idle_streams", "rss_mib", f"server RSS with {idle}", "MiB" + lower, False),
         Row("idle_streams", "kib_per_stream", "server RSS growth per idle stream",
             "KiB" + lower, False),
         Row("idle_streams", "threads", f"server threads with {idle}",
             "threads" + lower, False),
     ]
+    return rows
 
 
 @dataclass
@@ -126,13 +171,20 @@ def format_ratio(ratio: float | None) -> str:
     return f"{ratio:.2f}" if ratio >= 0.1 else f"{ratio:.3f}"
 
 
+def compared(systems: Sequence[str]) -> list[str]:
+    """The systems that get a ratio column."""
+    if US not in systems:
+        return []
+    return [s for s in systems if s != US and s not in VARIANTS]
+
+
 def header(systems: Sequence[str]) -> list[str]:
-    others = [s for s in systems if s != US]
-    return ["scenario", "unit", *systems, *(f"{US}/{s}" for s in others if US in systems)]
+    others = compared(systems)
+    return ["scenario", "unit", *systems, *(f"{US}/{s}" for s in others)]
 
 
 def table_lines(table: Sequence[TableRow], systems: Sequence[str]) -> list[list[str]]:
-    others = [s for s in systems if s != US] if US in systems else []
+    others = compared(systems)
     lines = []
     for table_row in table:
         ratios = [table_row.ratio(s) for s in others]
@@ -164,11 +216,31 @@ def footer(table: Sequence[TableRow], measurements: Sequence[Measurement], runs:
            cap: float) -> list[str]:
     notes = [f"Medians of {runs} interleaved run(s). Ratio columns: > 1 means dubbo is "
              "better (higher-is-better rows: dubbo/other; lower-is-better rows: other/dubbo)."]
+    loads = sorted(m.load_1m for m in measurements if m.load_1m)
+    if loads:
+        notes.append(f"1-minute load average as the measurements began: {loads[0]:.2f} to "
+                     f"{loads[-1]:.2f}, median {statistics.median(loads):.2f} (the benchmark "
+                     "itself adds about 1-2 while it runs).")
     if any(c.capped for r in table for c in r.cells.values()):
         notes.append(f"* capped: a run hit its {cap:g} s cap; the figure covers the "
                      "work it completed.")
     if any(c.failed_runs for r in table for c in r.cells.values()):
         notes.append("† some runs failed; the figure is the median of the others.")
+    if any(r.cells.get("floor") and r.cells["floor"].value for r in table):
+        notes.append("floor: a minimal h2 echo (tests/benchmark/floor.py: plain h2, one "
+                     "blocking thread per side, gRPC framing, no framework), measured only "
+                     "in the rows it can serve; '-' elsewhere. dubbo/floor < 1 is how far "
+                     "dubbo is from what this stack can do at all.")
+    if any(s.startswith("pb_") for s in {r.row.scenario for r in table}):
+        notes.append("pb rows carry protobuf messages, each system on its own protobuf "
+                     "path; raw rows carry bytes (the transport alone). CPU rows: CPU time "
+                     "of the server process (and its children) and of the client process "
+                     "during the timed section, per operation.")
+    for r in table:
+        variant, ours = r.cells.get("dubbo-procs2"), r.cells.get(US)
+        if variant and variant.value and ours and ours.value and r.row.metric == "calls_per_s":
+            notes.append(f"dubbo-procs2 (dubbo.Server(..., processes={PROCS})), "
+                         f"{r.row.label}: {variant.value / ours.value:.2f}× one process.")
     seen: set[str] = set()
     for m in measurements:
         for note in m.notes:
@@ -189,7 +261,7 @@ def _note_reason(system: str, scenario: str) -> str:
 
 
 def as_json(table: Sequence[TableRow], systems: Sequence[str]) -> list[dict[str, Any]]:
-    others = [s for s in systems if s != US] if US in systems else []
+    others = compared(systems)
     return [{"scenario": r.row.scenario, "metric": r.row.metric, "label": r.row.label,
              "unit": r.row.unit, "higher_is_better": r.row.higher_is_better,
              "values": {s: r.cells[s].value for s in systems},

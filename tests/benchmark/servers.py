@@ -1,8 +1,9 @@
-"""The benchmark's servers: ``python -m tests.benchmark.servers SYSTEM [--profile P]``.
+"""The benchmark's servers: ``python -m tests.benchmark.servers SYSTEM [--messages M]``.
 
-Each serves ``bench.Bench`` on 127.0.0.1 with raw-bytes methods (no protobuf, so the
-transport is what is measured), prints its port as stdout's first line, and exits when
-stdin closes, on SIGTERM, or after ``--max-seconds``:
+Each serves on 127.0.0.1, prints its port as stdout's first line, and exits when stdin
+closes, on SIGTERM, or after ``--max-seconds``. With ``--messages raw`` (the default) it
+serves ``bench.Bench`` with raw-bytes methods (no protobuf, so the transport is what is
+measured):
 
 - ``Echo`` (unary): replies with the request;
 - ``ServerStream``: the request is ``common.stream_request(count, size)``; replies
@@ -11,6 +12,19 @@ stdin closes, on SIGTERM, or after ``--max-seconds``:
 - ``PingPong`` (bidi): replies to each request with it;
 - ``Hold`` (bidi): acknowledges the first request, then waits for more until the client
   ends the stream (the idle-streams scenario).
+
+With ``--messages protobuf`` it serves ``bench.PbBench`` with the messages of
+messages.py, each system on its own protobuf path (dubbo: the handlers' deserializer
+and serializer; grpcio: its method handlers with ``FromString``/``SerializeToString``,
+what generated code registers; grpclib: its ``ProtoCodec``):
+
+- ``Echo``: HelloRequest -> HelloReply with the request's name;
+- ``ServerStream``: StreamRequest(count, name) -> ``count`` HelloReplies;
+- ``ClientStream``: HelloRequests -> Count;
+- ``PingPong``: a HelloReply for each HelloRequest;
+- ``BlobEcho``: Blob -> the same Blob (the 4 MiB echo).
+
+``floor`` is the minimal h2 server of floor.py (Echo, PingPong and BlobEcho only).
 
 Profile ``default`` sizes the servers for the call scenarios (grpcio: 16 workers);
 ``idle`` for 1,000 concurrent idle streams (grpcio: 1,100 workers).
@@ -32,6 +46,8 @@ from typing import Any
 from .common import (
     HOLD_ACK,
     MAX_MESSAGE_SIZE,
+    PB_SERVICE,
+    PROCS,
     SERVICE,
     SYSTEMS,
     encode_count,
@@ -77,14 +93,69 @@ def hold(requests: Iterable[bytes], context: Any = None) -> Iterator[bytes]:
         pass
 
 
+# -- protobuf handlers (every system) ------------------------------------------------
+
+def pb_echo(request: Any, context: Any = None) -> Any:
+    from .messages import HelloReply
+
+    return HelloReply(message=request.name)
+
+
+def pb_server_stream(request: Any, context: Any = None) -> Iterator[Any]:
+    from .messages import HelloReply
+
+    reply = HelloReply(message=request.name)
+    for _ in range(request.count):
+        yield reply
+
+
+def pb_client_stream(requests: Iterable[Any], context: Any = None) -> Any:
+    from .messages import Count
+
+    count = 0
+    for _ in requests:
+        count += 1
+    return Count(count=count)
+
+
+def pb_ping_pong(requests: Iterable[Any], context: Any = None) -> Iterator[Any]:
+    from .messages import HelloReply
+
+    for request in requests:
+        yield HelloReply(message=request.name)
+
+
+def pb_blob_echo(request: Any, context: Any = None) -> Any:
+    return request
+
+
+def pb_methods() -> dict[str, tuple[str, Callable[..., Any], Any, Any]]:
+    """Method name -> (call type, handler, request class, reply class)."""
+    from .messages import Blob, Count, HelloReply, HelloRequest, StreamRequest
+
+    return {"Echo": ("unary", pb_echo, HelloRequest, HelloReply),
+            "ServerStream": ("server_stream", pb_server_stream, StreamRequest, HelloReply),
+            "ClientStream": ("client_stream", pb_client_stream, HelloRequest, Count),
+            "PingPong": ("bidi", pb_ping_pong, HelloRequest, HelloReply),
+            "BlobEcho": ("unary", pb_blob_echo, Blob, Blob)}
+
+
 # -- dubbo ---------------------------------------------------------------------------
 
-def start_dubbo(profile: str) -> tuple[int, Callable[[], None]]:
-    import dubbo
-    from dubbo.configs import ServiceConfig
+def dubbo_service(messages: str) -> Any:
     from dubbo.proxy.handlers import RpcMethodHandler, RpcServiceHandler
 
-    service = RpcServiceHandler(service_name=SERVICE, method_handlers={
+    if messages == "protobuf":
+        make = {"unary": RpcMethodHandler.unary,
+                "server_stream": RpcMethodHandler.server_stream,
+                "client_stream": RpcMethodHandler.client_stream,
+                "bidi": RpcMethodHandler.bi_stream}
+        return RpcServiceHandler(service_name=PB_SERVICE, method_handlers={
+            name: make[kind](handler, method_name=name,
+                             request_deserializer=request_type.FromString,
+                             response_serializer=reply_type.SerializeToString)
+            for name, (kind, handler, request_type, reply_type) in pb_methods().items()})
+    return RpcServiceHandler(service_name=SERVICE, method_handlers={
         "Echo": RpcMethodHandler.unary(echo, method_name="Echo"),
         "ServerStream": RpcMethodHandler.server_stream(server_stream,
                                                        method_name="ServerStream"),
@@ -93,6 +164,23 @@ def start_dubbo(profile: str) -> tuple[int, Callable[[], None]]:
         "PingPong": RpcMethodHandler.bi_stream(ping_pong, method_name="PingPong"),
         "Hold": RpcMethodHandler.bi_stream(hold, method_name="Hold"),
     })
+
+
+def dubbo_accepts_processes() -> bool:
+    """Whether this dubbo's Server takes ``processes=N`` (several serving processes)."""
+    import inspect
+
+    import dubbo
+
+    return "processes" in inspect.signature(dubbo.Server).parameters
+
+
+def start_dubbo(profile: str, messages: str,
+                processes: int | None = None) -> tuple[int, Callable[[], None]]:
+    import dubbo
+    from dubbo.configs import ServiceConfig
+
+    service = dubbo_service(messages)
     options: dict[str, Any] = {"max_concurrent_streams": MAX_CONCURRENT_STREAMS,
                                "max_receive_message_size": MAX_MESSAGE_SIZE,
                                "max_send_message_size": MAX_MESSAGE_SIZE}
@@ -100,22 +188,34 @@ def start_dubbo(profile: str) -> tuple[int, Callable[[], None]]:
         options["max_workers"] = DUBBO_WORKERS[profile]
         # The idle-streams row opens every stream on one connection on purpose.
         options["max_calls_per_connection"] = DUBBO_WORKERS[profile]
+    if processes is not None:
+        options["processes"] = processes
     server = dubbo.Server(ServiceConfig(service, host="127.0.0.1", port=0), **options).start()
     return server.port, lambda: server.stop(grace=1.0)
 
 
 # -- grpcio --------------------------------------------------------------------------
 
-def start_grpcio(profile: str) -> tuple[int, Callable[[], None]]:
+def start_grpcio(profile: str, messages: str) -> tuple[int, Callable[[], None]]:
     import grpc
 
-    handlers = grpc.method_handlers_generic_handler(SERVICE, {
-        "Echo": grpc.unary_unary_rpc_method_handler(echo),
-        "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
-        "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
-        "PingPong": grpc.stream_stream_rpc_method_handler(ping_pong),
-        "Hold": grpc.stream_stream_rpc_method_handler(hold),
-    })
+    if messages == "protobuf":
+        make = {"unary": grpc.unary_unary_rpc_method_handler,
+                "server_stream": grpc.unary_stream_rpc_method_handler,
+                "client_stream": grpc.stream_unary_rpc_method_handler,
+                "bidi": grpc.stream_stream_rpc_method_handler}
+        handlers = grpc.method_handlers_generic_handler(PB_SERVICE, {
+            name: make[kind](handler, request_deserializer=request_type.FromString,
+                             response_serializer=reply_type.SerializeToString)
+            for name, (kind, handler, request_type, reply_type) in pb_methods().items()})
+    else:
+        handlers = grpc.method_handlers_generic_handler(SERVICE, {
+            "Echo": grpc.unary_unary_rpc_method_handler(echo),
+            "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
+            "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
+            "PingPong": grpc.stream_stream_rpc_method_handler(ping_pong),
+            "Hold": grpc.stream_stream_rpc_method_handler(hold),
+        })
     server = grpc.server(ThreadPoolExecutor(max_workers=GRPCIO_WORKERS[profile]),
                          handlers=[handlers],
                          options=[("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
@@ -135,14 +235,17 @@ def _raise_stop(*_: object) -> None:
     raise _Stop
 
 
-def serve_threaded(system: str, profile: str, max_seconds: float) -> None:
+def serve_threaded(system: str, profile: str, messages: str, max_seconds: float) -> None:
     """Serve until stdin closes, SIGTERM, or ``max_seconds``; the main thread waits on
     stdin, so the server process has no thread of the harness's own."""
-    start = start_dubbo if system == "dubbo" else start_grpcio
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGALRM, _raise_stop)
     signal.alarm(max(1, int(max_seconds)))
-    port, stop = start(profile)
+    if system == "grpcio":
+        port, stop = start_grpcio(profile, messages)
+    else:
+        port, stop = start_dubbo(profile, messages,
+                                 PROCS if system == "dubbo-procs2" else None)
     try:
         print(port, flush=True)
         while os.read(sys.stdin.fileno(), 4096):
@@ -210,7 +313,57 @@ class GrpclibBench:
                 for name, (func, cardinality) in methods.items()}
 
 
-async def serve_grpclib(max_seconds: float) -> None:
+class GrpclibPbBench:
+    """``bench.PbBench`` for grpclib: protobuf message types, grpclib's ProtoCodec."""
+
+    def __mapping__(self) -> dict[str, Any]:
+        from grpclib.const import Cardinality, Handler
+
+        cardinality = {"unary": Cardinality.UNARY_UNARY,
+                       "server_stream": Cardinality.UNARY_STREAM,
+                       "client_stream": Cardinality.STREAM_UNARY,
+                       "bidi": Cardinality.STREAM_STREAM}
+        funcs = {"Echo": _grpclib_pb_echo, "ServerStream": _grpclib_pb_server_stream,
+                 "ClientStream": _grpclib_pb_client_stream,
+                 "PingPong": _grpclib_pb_ping_pong, "BlobEcho": _grpclib_echo}
+        return {path(name, PB_SERVICE): Handler(funcs[name], cardinality[kind],
+                                                request_type, reply_type)
+                for name, (kind, _, request_type, reply_type) in pb_methods().items()}
+
+
+async def _grpclib_pb_echo(stream: Any) -> None:
+    from .messages import HelloReply
+
+    request = await stream.recv_message()
+    await stream.send_message(HelloReply(message=request.name))
+
+
+async def _grpclib_pb_server_stream(stream: Any) -> None:
+    from .messages import HelloReply
+
+    request = await stream.recv_message()
+    reply = HelloReply(message=request.name)
+    for _ in range(request.count):
+        await stream.send_message(reply)
+
+
+async def _grpclib_pb_client_stream(stream: Any) -> None:
+    from .messages import Count
+
+    count = 0
+    async for _ in _messages(stream):
+        count += 1
+    await stream.send_message(Count(count=count))
+
+
+async def _grpclib_pb_ping_pong(stream: Any) -> None:
+    from .messages import HelloReply
+
+    while (request := await stream.recv_message()) is not None:
+        await stream.send_message(HelloReply(message=request.name))
+
+
+async def serve_grpclib(messages: str, max_seconds: float) -> None:
     from grpclib.server import Server
 
     from .rawcodec import RawCodec
@@ -223,7 +376,12 @@ async def serve_grpclib(max_seconds: float) -> None:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    server = Server([GrpclibBench()], codec=RawCodec())
+    if messages == "protobuf":
+        from grpclib.encoding.proto import ProtoCodec
+
+        server = Server([GrpclibPbBench()], codec=ProtoCodec())
+    else:
+        server = Server([GrpclibBench()], codec=RawCodec())
     await server.start(sock=listener)
     loop.add_reader(sys.stdin.fileno(), _on_stdin, done)
     print(port, flush=True)
@@ -242,18 +400,74 @@ def _on_stdin(done: asyncio.Event) -> None:
         done.set()
 
 
+# -- floor ---------------------------------------------------------------------------
+
+def floor_handlers() -> dict[bytes, Callable[[bytes], bytes]]:
+    """Path -> request bytes to reply bytes; the protobuf ones parse and serialise."""
+    from .messages import Blob, HelloReply, HelloRequest
+
+    def pb_hello(data: bytes) -> bytes:
+        return bytes(HelloReply(message=HelloRequest.FromString(data).name)
+                     .SerializeToString())
+
+    def pb_blob(data: bytes) -> bytes:
+        return bytes(Blob.FromString(data).SerializeToString())
+
+    def identity(data: bytes) -> bytes:
+        return data
+
+    return {path("Echo").encode(): identity, path("PingPong").encode(): identity,
+            path("Echo", PB_SERVICE).encode(): pb_hello,
+            path("PingPong", PB_SERVICE).encode(): pb_hello,
+            path("BlobEcho", PB_SERVICE).encode(): pb_blob}
+
+
+def serve_floor(max_seconds: float) -> None:
+    """One thread serves every connection in turn; a daemon thread only watches stdin."""
+    import threading
+
+    from .floor import serve
+
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGALRM, _raise_stop)
+    signal.alarm(max(1, int(max_seconds)))
+    handlers = floor_handlers()
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+
+    def watch_stdin() -> None:
+        while os.read(sys.stdin.fileno(), 4096):
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch_stdin, name="stdin-watch", daemon=True).start()
+    print(listener.getsockname()[1], flush=True)
+    try:
+        serve(listener, handlers)
+    except _Stop:
+        pass
+    finally:
+        signal.alarm(0)
+        listener.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmark.servers",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("system", choices=SYSTEMS)
     parser.add_argument("--profile", choices=("default", "idle"), default="default")
+    parser.add_argument("--messages", choices=("raw", "protobuf"), default="raw",
+                        help="raw bytes (bench.Bench) or protobuf (bench.PbBench)")
     parser.add_argument("--max-seconds", type=float, default=900.0,
                         help="exit after this long whatever happens (default 900)")
     args = parser.parse_args(argv)
     if args.system == "grpclib":
-        asyncio.run(serve_grpclib(args.max_seconds))
+        asyncio.run(serve_grpclib(args.messages, args.max_seconds))
+    elif args.system == "floor":
+        serve_floor(args.max_seconds)
     else:
-        serve_threaded(args.system, args.profile, args.max_seconds)
+        serve_threaded(args.system, args.profile, args.messages, args.max_seconds)
     os._exit(0)  # do not wait for handler threads a stopped server left behind
 
 

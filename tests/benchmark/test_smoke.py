@@ -1,8 +1,10 @@
 """Smoke test of the benchmark harness: ``python -m pytest tests/benchmark``.
 
 Not collected by a plain ``python -m pytest`` (setup.cfg's norecursedirs). It checks that
-the harness works end to end for all three systems: a ``--quick`` run fills every cell
-of the table with a positive number. It never checks performance: figures depend on the
+the harness works end to end for every system: a ``--quick`` run fills every cell of the
+table a system measures with a positive number (the floor only some rows, dubbo-procs2
+only the 16-caller rows and only when dubbo.Server accepts ``processes``), and the
+protobuf rows carry protobuf. It never checks performance: figures depend on the
 machine, and performance targets do not belong in timed tests.
 """
 
@@ -16,15 +18,26 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SYSTEMS = ("dubbo", "grpcio", "grpclib")
-SCENARIOS = {"unary_latency", "unary_throughput", "server_stream", "client_stream",
-             "ping_pong", "large_unary", "connect", "idle_streams"}
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.benchmark.common import SCENARIOS, supports  # noqa: E402
+
+SYSTEMS = ("dubbo", "grpcio", "grpclib", "floor")
+RATIO_COLUMNS = ("dubbo/grpcio", "dubbo/grpclib", "dubbo/floor")
+CPU_METRICS = {"server_cpu_us", "client_cpu_us"}
 
 
 def run_benchmark(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "tests.benchmark", *args], cwd=REPO_ROOT,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def dubbo_accepts_processes() -> bool:
+    proc = subprocess.run([sys.executable, "-c", "from tests.benchmark.servers import "
+                           "dubbo_accepts_processes as f; print(f())"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    return proc.stdout.strip() == "True"
 
 
 @pytest.mark.timeout(900)
@@ -35,16 +48,39 @@ def test_quick_run_fills_every_cell(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["settings"]["runs"] == 1
     assert [m["error"] for m in data["measurements"] if m["error"]] == []
-    assert len(data["measurements"]) == len(SYSTEMS) * len(SCENARIOS)
-    assert {row["scenario"] for row in data["table"]} == SCENARIOS
+    systems = SYSTEMS + (("dubbo-procs2",) if dubbo_accepts_processes() else ())
+    assert data["settings"]["systems"] == list(systems)
+    measured = {(m["scenario"], m["system"]) for m in data["measurements"]}
+    assert measured == {(sc, sy) for sc in SCENARIOS for sy in systems if supports(sy, sc)}
+    assert len(data["measurements"]) == len(measured)
+    assert {row["scenario"] for row in data["table"]} == set(SCENARIOS)
     for row in data["table"]:
-        for system in SYSTEMS:
+        # The server's CPU time comes in 10 ms ticks: a quick run's fast streams may
+        # cost it less than one, so its CPU cell may be 0 (and then has no ratio).
+        cpu = row["metric"] in CPU_METRICS
+        ticks = row["metric"] == "server_cpu_us"
+        for system in systems:
             value = row["values"][system]
-            assert isinstance(value, (int, float)) and value > 0, (row["label"], system, value)
-        assert all(ratio is not None and ratio > 0 for ratio in row["ratios"].values()), row
+            if supports(system, row["scenario"]):
+                assert isinstance(value, (int, float)), (row["label"], system)
+                assert value >= 0 if ticks else value > 0, (row["label"], system, value)
+            else:
+                assert value is None, (row["label"], system)
+        assert set(row["ratios"]) == {f"dubbo/{s}" for s in ("grpcio", "grpclib", "floor")}
+        for column, ratio in row["ratios"].items():
+            if supports(column.partition("/")[2], row["scenario"]) and not cpu:
+                assert ratio is not None and ratio > 0, (row["label"], column)
         assert row["label"] in proc.stdout
+    # every call scenario reports the CPU time of both sides
+    for scenario in SCENARIOS:
+        if scenario != "idle_streams":
+            assert {r["metric"] for r in data["table"] if r["scenario"] == scenario} \
+                >= CPU_METRICS, scenario
+    head = next(line for line in proc.stdout.splitlines() if line.startswith("scenario"))
+    assert head.split()[2:] == [*systems, *RATIO_COLUMNS]
     for name in ("python", "dubbo", "grpcio", "grpclib", "h2", "protobuf"):
         assert name in data["environment"]["versions"]
+    assert data["environment"]["load_average_at_end"]
 
 
 @pytest.mark.timeout(300)
@@ -54,5 +90,5 @@ def test_markdown_table_for_one_system() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
     assert table[0] == "| scenario | unit | dubbo |"
-    assert len(table) == 2 + 3  # header, rule, calls/s + p50 + p99
+    assert len(table) == 2 + 5  # header, rule, calls/s + p50 + p99 + 2 CPU rows
     assert all(cell.strip() for line in table[2:] for cell in line.strip("|").split("|"))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from subprocesses import ctrl_c_works
 
 import dubbo
 from dubbo.configs import ReferenceConfig, RegistryConfig, ServiceConfig
@@ -201,7 +202,8 @@ _PROGRAM = textwrap.dedent("""
                                        (signal.SIGKILL, -9)])
 def test_signals_to_the_parent_leave_no_child(sig: signal.Signals, code: int) -> None:
     proc = subprocess.Popen([sys.executable, "-c", _PROGRAM], stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": REPO})
+                            text=True, env={**os.environ, "PYTHONPATH": REPO},
+                            preexec_fn=ctrl_c_works)
     try:
         port, parent, *children = map(int, proc.stdout.readline().split())  # type: ignore
         assert parent == proc.pid and len(children) == 2

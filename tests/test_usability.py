@@ -229,3 +229,30 @@ def test_a_signal_stops_the_server_gracefully(tmp_path: Path, style: str, sig: s
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_sigterm_is_taken_while_a_server_runs_and_a_programs_own_handler_is_left_alone(
+) -> None:
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    first, second = _serve(), _serve()
+    try:
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+        first.stop()
+        # still ours: another server runs
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+    finally:
+        first.stop()
+        second.stop()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # given back
+
+    def own(signum, frame):  # type: ignore[no-untyped-def]
+        pass
+
+    signal.signal(signal.SIGTERM, own)
+    try:
+        server = _serve()
+        assert signal.getsignal(signal.SIGTERM) is own
+        server.stop()
+        assert signal.getsignal(signal.SIGTERM) is own
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

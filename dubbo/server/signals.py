@@ -21,8 +21,8 @@ from typing import Any
 
 log = logging.getLogger("dubbo.server")
 _lock = threading.Lock()
-_servers: set[int] = set()  # ids of running servers that installed the handler; guarded by _lock
-_running: weakref.WeakSet[Any] = weakref.WeakSet()  # started, not stopped; guarded by _lock
+# Started and not stopped (guarded by _lock); SIGTERM is ours while it is not empty.
+_running: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 @atexit.register
@@ -41,29 +41,18 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def install(server: Any) -> None:
-    """Stop ``server`` at exit; take SIGTERM for it if this is the main thread and
-    nobody else has it."""
+    """Stop ``server`` at exit; take SIGTERM if this is the main thread and nobody has it."""
     with _lock:
         _running.add(server)
-    if threading.current_thread() is not threading.main_thread():
-        return
-    with _lock:
-        current = signal.getsignal(signal.SIGTERM)
-        if current is _on_sigterm:
-            _servers.add(id(server))
-        elif current == signal.SIG_DFL:
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, _on_sigterm)
-            _servers.add(id(server))
 
 
 def release(server: Any) -> None:
-    """Give SIGTERM back its default once the last server that took it has stopped."""
+    """Give SIGTERM back its default once the last running server has stopped."""
     with _lock:
         _running.discard(server)
-        if id(server) not in _servers:
-            return
-        _servers.discard(id(server))
-        if _servers or threading.current_thread() is not threading.main_thread():
-            return
-        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        if not _running and threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGTERM) is _on_sigterm:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)

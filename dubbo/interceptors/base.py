@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from ..proxy.handlers import CallType
 from ..status import RpcError, StatusCode
 from ..wire.metadata import MetadataLike
+from ..wire.metadata import metadata_pairs as metadata_list  # re-exported
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..server.context import ServicerContext
@@ -52,15 +53,6 @@ GRPC_TYPES = {
 }
 
 Metadata = list[tuple[str, Any]]
-
-
-def metadata_list(metadata: MetadataLike | Mapping[str, Any] | None) -> Metadata:
-    """Metadata given as pairs, a dict or None, as a new list of pairs."""
-    if metadata is None:
-        return []
-    if isinstance(metadata, Mapping):
-        return list(metadata.items())
-    return list(metadata)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ __all__ = [
     "USER_AGENT",
     "MetadataLike",
     "encode_metadata",
+    "metadata_pairs",
     "decode_metadata",
     "RequestHead",
     "RequestRejected",
@@ -59,6 +60,15 @@ def _is_grpc_content_type(value: bytes) -> bool:
     return value.startswith(_GRPC_CONTENT_TYPE) and value[16:17] in (b"", b"+", b";")
 
 
+def metadata_pairs(metadata: MetadataLike | None) -> list[tuple[str, Any]]:
+    """Metadata given as pairs, a dict or None, as a new list of pairs."""
+    if not metadata:
+        return []
+    if isinstance(metadata, Mapping):
+        return list(metadata.items())
+    return list(metadata)
+
+
 def encode_metadata(metadata: MetadataLike | None) -> list[tuple[str, str]]:
     """Validate user metadata and put it in wire form (``-bin`` values base64, unpadded).
 
@@ -70,7 +80,7 @@ def encode_metadata(metadata: MetadataLike | None) -> list[tuple[str, str]]:
         return out
     if isinstance(metadata, str | bytes):
         raise ValueError(f"metadata must be (key, value) pairs or a dict, not {metadata!r}")
-    for item in metadata.items() if isinstance(metadata, Mapping) else metadata:
+    for item in metadata_pairs(metadata):
         if not (isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], str)):
             raise ValueError(f"metadata must be (key, value) pairs or a dict; got item {item!r}")
         key, value = item

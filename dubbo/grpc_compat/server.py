@@ -8,6 +8,7 @@ the generated ``x_pb2_grpc.py`` (which imports grpc itself).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -46,31 +47,31 @@ def _status_error(context: ServicerContext, exc: Exception) -> RpcError | None:
     return error
 
 
+@contextlib.contextmanager
+def _set_code_wins(context: ServicerContext) -> Iterator[None]:
+    """Raise what the handler raised, or the code it set before raising (``_status_error``)."""
+    try:
+        yield
+    except RpcError:
+        raise
+    except Exception as exc:
+        error = _status_error(context, exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
 def _unary_response(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     def behavior(request: Any, context: ServicerContext) -> Any:
-        try:
+        with _set_code_wins(context):
             return fn(request, context)
-        except RpcError:
-            raise
-        except Exception as exc:
-            error = _status_error(context, exc)
-            if error is None:
-                raise
-            raise error from exc
     return behavior
 
 
 def _stream_response(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Iterator[Any]]:
     def behavior(request: Any, context: ServicerContext) -> Iterator[Any]:
-        try:
+        with _set_code_wins(context):
             yield from fn(request, context)
-        except RpcError:
-            raise
-        except Exception as exc:
-            error = _status_error(context, exc)
-            if error is None:
-                raise
-            raise error from exc
     return behavior
 
 

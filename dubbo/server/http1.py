@@ -28,13 +28,13 @@ import h11
 from ..status import RpcError
 from ..transport.connection import peer_name
 from ..transport.timer import TimerHandle
+from .http_unary import H2_PREFACE as PREFACE
 from .http_unary import HttpCall, HttpResponse, HttpUnary, Prepared
 
 __all__ = ["Http1Connection", "Sniffer", "classify"]
 
 log = logging.getLogger("dubbo.server.http")
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _REQUEST_LINE = re.compile(rb"[A-Z]{1,20} ")
 _TOKEN_SO_FAR = re.compile(rb"[A-Z]{1,20}")
 RECHECK_DELAY = 0.01  # seconds before looking again at a first line cut short

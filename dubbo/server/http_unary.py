@@ -51,7 +51,7 @@ _NOT_METADATA = frozenset(
     b"host content-length connection keep-alive transfer-encoding expect upgrade accept "
     b"accept-encoding content-encoding user-agent tri-service-timeout".split())
 _GRPC = b"application/grpc"
-_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # http1.PREFACE (that module imports h11)
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # the client preface (RFC 9113 §3.4)
 
 
 def http_status(code: StatusCode) -> int:
@@ -383,10 +383,10 @@ class HttpUnary:
         # HTTP/2 connection starts at once (its SETTINGS go out now), with no sniffer,
         # no timer and no second registration with the loop.
         try:
-            first = sock.recv(len(_H2_PREFACE), socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            first = sock.recv(len(H2_PREFACE), socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except OSError:  # nothing yet (or an error, which the sniffer meets again)
             first = b""
-        if first == _H2_PREFACE:
+        if first == H2_PREFACE:
             self.server.accept(sock, sniffed=True)
             return
         from .http1 import Sniffer

@@ -838,6 +838,7 @@ class Server:
         self._active = 0  # calls admitted and not yet finished (running or waiting)
         self._ended = 0  # calls and connections that ended: memory may be free to return
         self._ended_at_trim = 0  # timer thread only
+        self._trim_again = False  # timer thread only
         self._listener: _Listener | None = None
         self._loop: IOLoop | None = None
         self._pool: WorkerPool | None = None
@@ -1036,7 +1037,12 @@ class Server:
         if self.stopping:
             return
         ended = self._ended
-        if ended != self._ended_at_trim:
+        changed = ended != self._ended_at_trim
+        # Memory a call or connection held may be freed just after it counts as ended
+        # (its worker or reader lets go a moment later): trim once more on the first
+        # quiet tick after a change, or that last part stays with the process.
+        if changed or self._trim_again:
+            self._trim_again = changed
             self._ended_at_trim = ended
             release_free_memory()
         self.timer.call_later(TRIM_INTERVAL, self._trim_memory)

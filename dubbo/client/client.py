@@ -29,6 +29,7 @@ from ..status import (
     error_for,
 )
 from ..transport import FAST_PRODUCER, H2Transport, Inbox, MessageWriter, Payload, peer_name
+from ..transport.heap import keep_heap_for
 from ..transport.ioloop import IOLoop
 from ..transport.timer import Scheduler
 from ..transport.tls import TLSLayer
@@ -74,7 +75,7 @@ class ClientCall:
         self.endpoint = endpoint
         self.stream_id = 0
         self.stream = ClientStream()
-        self.inbox = Inbox(max_receive_message_size)
+        self.inbox = Inbox(max_receive_message_size, on_large=keep_heap_for)
         self.deadline = deadline
         self.headers_event: threading.Event | None = None  # made by a waiter, if any
         self.writer: MessageWriter | None = None  # request-streaming calls only

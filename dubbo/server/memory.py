@@ -5,6 +5,10 @@ by one live block), so a server that served 3,000 calls with 60 KB of metadata e
 stays ~60 MiB larger than it needs to be long after they ended. ``malloc_trim(0)``
 returns those free pages; the server calls it from its timer thread a moment after
 calls or connections have ended. Elsewhere (musl, macOS, Windows) it does nothing.
+
+Within a run of large calls the opposite is wanted: dubbo.transport.heap lets glibc keep
+those calls' buffers in the heap from one call to the next; this trim hands what it kept
+back once the calls have ended.
 """
 
 from __future__ import annotations
@@ -37,3 +41,4 @@ def release_free_memory() -> bool:
         return False
     _trim(0)
     return True
+

@@ -37,6 +37,7 @@ from ..transport import (
     MessageWriter,
     Payload,
 )
+from ..transport.heap import keep_heap_for
 from ..transport.ioloop import IOLoop
 from ..transport.timer import Scheduler, TimerHandle
 from ..transport.tls import TLSLayer
@@ -110,7 +111,7 @@ class ServerCall:
         self.stream_id = stream.stream_id
         self.head = head
         self.handler = handler
-        self.inbox = Inbox(server.max_receive_message_size)
+        self.inbox = Inbox(server.max_receive_message_size, on_large=keep_heap_for)
         self.inbox.drop_empty = head.drops_empty_messages
         if head.encoding not in (None, "identity"):
             codec = get_codec(head.encoding)

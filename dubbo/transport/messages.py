@@ -20,6 +20,7 @@ from .connection import H2Transport, Payload
 from .timer import Scheduler
 
 RECV_HIGH_WATER = 1024 * 1024  # unconsumed bytes per stream before we stop reopening
+LARGE_MESSAGE = 1024 * 1024  # messages from this size on are told to ``Inbox.on_large``
 COALESCE_BYTES = 64 * 1024  # a MessageWriter sends once this much waits
 COALESCE_DELAY = 0.001  # ... or this long after the first waiting message
 # A producer (handler generator, request iterator) that handed over its last message
@@ -46,9 +47,11 @@ class Inbox:
     """
 
     __slots__ = ("_queue", "_ready", "_lock", "buffered", "deferred", "error", "done",
-                 "decoder", "drop_empty", "abandoned", "_inflate", "on_bad_message")
+                 "decoder", "drop_empty", "abandoned", "_inflate", "on_bad_message",
+                 "on_large")
 
-    def __init__(self, max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(self, max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+                 on_large: Callable[[int], object] | None = None) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._ready: collections.deque[bytes] = collections.deque()
         self._lock = threading.Lock()
@@ -63,6 +66,9 @@ class Inbox:
         # Told (on the consumer's thread) when a message cannot be inflated; what it
         # returns is ignored (ClientCall.cancel returns a bool).
         self.on_bad_message: Callable[[RpcError], object] | None = None
+        # Told (on the reader's thread) the size of what one feed completed when that is
+        # LARGE_MESSAGE or more (keep_heap_for, dubbo/transport/heap.py).
+        self.on_large = on_large
 
     def set_decompressor(self, inflate: Callable[[bytes], bytes]) -> None:
         """Compressed messages are queued as they came and inflated by ``get``, on the
@@ -87,6 +93,8 @@ class Inbox:
         if self.drop_empty:
             messages = [m for m in messages if m]
         size = sum(map(len, messages))
+        if size >= LARGE_MESSAGE and self.on_large is not None:
+            self.on_large(size)
         with self._lock:
             if self.abandoned:
                 # Abandoned since the look above (the call ended on another thread):

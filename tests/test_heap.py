@@ -109,12 +109,14 @@ def test_the_hint_primes_once_per_larger_size_and_is_bounded(monkeypatch) -> Non
     monkeypatch.setattr(heap, "_malloc_free", (malloc, lambda block: freed.append(blocks[block])))
     monkeypatch.setattr(heap, "_primed", 0)
     assert heap.keep_heap_for(heap.HEAP_HINT_MIN - 1) == 0  # small messages change nothing
+    assert heap.keep_heap_for(heap.HEAP_HINT_MIN) == 4 * heap.HEAP_HINT_MIN
     assert heap.keep_heap_for(MiB) == 4 * MiB
     assert heap.keep_heap_for(MiB) == 0  # once per size
-    assert heap.keep_heap_for(MiB + 1) == 4 * MiB + 4
+    assert heap.keep_heap_for(MiB - 1000) == 0
+    assert heap.keep_heap_for(MiB + 1) == 8 * MiB  # a power of two: few sizes ever
     assert heap.keep_heap_for(64 * MiB) == heap.HEAP_HINT_MAX  # bounded
     assert heap.keep_heap_for(64 * MiB) == 0
-    assert freed == [4 * MiB, 4 * MiB + 4, heap.HEAP_HINT_MAX]  # every block given back
+    assert freed == [4 * heap.HEAP_HINT_MIN, 4 * MiB, 8 * MiB, heap.HEAP_HINT_MAX]
 
     monkeypatch.setattr(heap, "_malloc_free", None)  # not glibc: nothing to do
     monkeypatch.setattr(heap, "_primed", 0)
@@ -124,7 +126,7 @@ def test_the_hint_primes_once_per_larger_size_and_is_bounded(monkeypatch) -> Non
 def test_the_inbox_tells_on_large_the_size_of_large_messages_only() -> None:
     told: list[int] = []
     inbox = Inbox(8 * MiB, on_large=told.append)
-    inbox.feed(encode_message(b"x" * 1000), 1005)
+    inbox.feed(encode_message(b"x" * 1000), 1005)  # small: not told
     large = encode_message(b"y" * (2 * MiB))
     inbox.feed(large[:MiB], MiB)
     assert told == []  # not complete yet

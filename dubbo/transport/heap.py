@@ -12,7 +12,7 @@ from one server run to the next, 2,000 in some client runs, 2 to 6 ms of CPU per
 (issue 11).
 
 ``keep_heap_for`` moves glibc's thresholds the way glibc itself does, once per size: a
-receiver calls it for every message of ``HEAP_HINT_MIN`` or more (``Inbox``). What glibc
+receiver calls it for every message of ``HEAP_HINT_MIN`` (64 KiB) or more (``Inbox``). What glibc
 then keeps is bounded: a free heap top up to ``2 * HEAP_HINT_MAX`` (32 MiB) per malloc
 arena; the server hands it back once its calls have ended (dubbo/server/memory.py).
 """
@@ -26,7 +26,10 @@ from collections.abc import Callable
 
 __all__ = ["keep_heap_for", "HEAP_HINT_MIN", "HEAP_HINT_MAX"]
 
-HEAP_HINT_MIN = 1024 * 1024  # smaller messages change nothing
+# Smaller messages change nothing: their buffers stay below glibc's initial thresholds
+# (mmap from 128 KiB, trim above 128 KiB). Larger ones meet the same trim line at every
+# size (a 512 KiB echo: 1 MiB encoder buffer, 2 MiB freed per call, trimmed above 2 MiB).
+HEAP_HINT_MIN = 64 * 1024
 # The largest block primed: glibc then maps blocks above it and trims a free heap top
 # above twice it. 4x a 4 MiB message: its calls' ~16 MiB stay well below the trim line.
 HEAP_HINT_MAX = 16 * 1024 * 1024
@@ -59,14 +62,14 @@ def keep_heap_for(message_size: int) -> int:
     glibc raises its thresholds by itself whenever a block it had mapped on its own is
     freed (mmap only above that block's size, trim a free heap top only above twice it;
     up to 32 and 64 MiB): that is its whole policy, and the only one used here. Freeing
-    one untouched block of four times the message (``HEAP_HINT_MAX`` at most) puts the
-    thresholds where such calls' buffers stay in the heap (an mmap and a munmap, once
-    per larger size). When a user set glibc's thresholds (``mallopt``,
-    ``GLIBC_TUNABLES``, ``MALLOC_*_``) glibc no longer moves them, and this changes
-    nothing. Returns the size primed, 0 when there was nothing to do.
+    one untouched block of four times the message, rounded up to a power of two
+    (``HEAP_HINT_MAX`` at most), puts the thresholds where such calls' buffers stay in
+    the heap (an mmap and a munmap, at most once per power of two). When a user set
+    glibc's thresholds (``mallopt``, ``GLIBC_TUNABLES``, ``MALLOC_*_``) glibc no longer
+    moves them, and this changes nothing. Returns the size primed, 0 if none.
     """
     global _primed
-    size = min(4 * message_size, HEAP_HINT_MAX)
+    size = min(1 << (4 * message_size - 1).bit_length(), HEAP_HINT_MAX)
     if message_size < HEAP_HINT_MIN or size <= _primed or _malloc_free is None:
         return 0  # the common case, unlocked: a stale read only means taking the lock
     malloc, free = _malloc_free

@@ -17,10 +17,11 @@ from ..status import DeadlineExceededError, RpcError, StatusCode
 from ..wire.deadline import Deadline
 from ..wire.framing import DEFAULT_MAX_MESSAGE_SIZE, MessageDecoder, check_size
 from .connection import H2Transport, Payload
+from .heap import HEAP_HINT_MIN
 from .timer import Scheduler
 
 RECV_HIGH_WATER = 1024 * 1024  # unconsumed bytes per stream before we stop reopening
-LARGE_MESSAGE = 1024 * 1024  # messages from this size on are told to ``Inbox.on_large``
+LARGE_MESSAGE = HEAP_HINT_MIN  # messages from this size on are told to ``Inbox.on_large``
 COALESCE_BYTES = 64 * 1024  # a MessageWriter sends once this much waits
 COALESCE_DELAY = 0.001  # ... or this long after the first waiting message
 # A producer (handler generator, request iterator) that handed over its last message

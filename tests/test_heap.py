@@ -29,7 +29,7 @@ MiB = 1024 * 1024
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 glibc_only = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or heap._malloc_free is None,
+    not sys.platform.startswith("linux") or heap._find_malloc() is None,
     reason="glibc's malloc thresholds")
 
 # One worker thread does what a 4 MiB echo does to glibc: an 8 MiB block mapped and
@@ -107,6 +107,7 @@ def test_the_hint_primes_once_per_larger_size_and_is_bounded(monkeypatch) -> Non
         return len(blocks)
 
     monkeypatch.setattr(heap, "_malloc_free", (malloc, lambda block: freed.append(blocks[block])))
+    monkeypatch.setattr(heap, "_looked_up", True)
     monkeypatch.setattr(heap, "_primed", 0)
     assert heap.keep_heap_for(heap.HEAP_HINT_MIN - 1) == 0  # small messages change nothing
     assert heap.keep_heap_for(heap.HEAP_HINT_MIN) == 4 * heap.HEAP_HINT_MIN
@@ -121,6 +122,23 @@ def test_the_hint_primes_once_per_larger_size_and_is_bounded(monkeypatch) -> Non
     monkeypatch.setattr(heap, "_malloc_free", None)  # not glibc: nothing to do
     monkeypatch.setattr(heap, "_primed", 0)
     assert heap.keep_heap_for(4 * MiB) == 0
+
+
+def test_glibc_is_looked_up_once_and_only_when_a_large_message_comes(monkeypatch) -> None:
+    lookups: list[int] = []
+
+    def find() -> None:
+        lookups.append(1)
+
+    monkeypatch.setattr(heap, "_find_malloc", find)
+    monkeypatch.setattr(heap, "_looked_up", False)
+    monkeypatch.setattr(heap, "_malloc_free", None)
+    monkeypatch.setattr(heap, "_primed", 0)
+    assert heap.keep_heap_for(1000) == 0
+    assert lookups == []
+    assert heap.keep_heap_for(MiB) == 0  # not glibc (as find() says)
+    assert heap.keep_heap_for(2 * MiB) == 0
+    assert lookups == [1]
 
 
 def test_the_inbox_tells_on_large_the_size_of_large_messages_only() -> None:
@@ -157,8 +175,9 @@ def test_server_and_client_hint_the_size_of_large_messages_they_receive(monkeypa
 def test_ctypes_signatures_match_glibc() -> None:
     """malloc's result is a pointer (c_void_p): the default int return would cut a 64-bit
     address, and free() of that would crash the process."""
-    if heap._malloc_free is None:
+    found = heap._find_malloc()
+    if found is None:
         pytest.skip("not glibc")
-    malloc, free = heap._malloc_free
+    malloc, free = found
     assert malloc.restype is ctypes.c_void_p  # type: ignore[attr-defined]
     assert free.argtypes == [ctypes.c_void_p]  # type: ignore[attr-defined]

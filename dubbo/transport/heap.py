@@ -35,14 +35,18 @@ HEAP_HINT_MIN = 64 * 1024
 HEAP_HINT_MAX = 16 * 1024 * 1024
 
 
-def _find_malloc() -> tuple[Callable[[int], int | None], Callable[[int], None]] | None:
-    """glibc's malloc and free (None elsewhere: other allocators have no such threshold)."""
+_Malloc = tuple[Callable[[int], int | None], Callable[[int], None]]
+
+
+def _find_malloc() -> _Malloc | None:
+    """glibc's malloc and free (None elsewhere: other allocators have no such threshold).
+    Looked up in the symbols already loaded (no ``find_library``, which runs ldconfig)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)
         if not hasattr(libc, "gnu_get_libc_version"):
             return None
         malloc, free = libc.malloc, libc.free
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):
         return None
     malloc.argtypes = [ctypes.c_size_t]
     malloc.restype = ctypes.c_void_p
@@ -51,7 +55,9 @@ def _find_malloc() -> tuple[Callable[[int], int | None], Callable[[int], None]] 
     return malloc, free
 
 
-_malloc_free = _find_malloc()
+# glibc's malloc and free, looked up (under _lock) when the first large message comes.
+_malloc_free: _Malloc | None = None
+_looked_up = False
 _primed = 0  # the largest block primed so far; only grows, written under _lock
 _lock = threading.Lock()
 
@@ -68,14 +74,17 @@ def keep_heap_for(message_size: int) -> int:
     glibc's thresholds (``mallopt``, ``GLIBC_TUNABLES``, ``MALLOC_*_``) glibc no longer
     moves them, and this changes nothing. Returns the size primed, 0 if none.
     """
-    global _primed
+    global _primed, _malloc_free, _looked_up
     size = min(1 << (4 * message_size - 1).bit_length(), HEAP_HINT_MAX)
-    if message_size < HEAP_HINT_MIN or size <= _primed or _malloc_free is None:
+    if message_size < HEAP_HINT_MIN or size <= _primed or \
+            (_looked_up and _malloc_free is None):
         return 0  # the common case, unlocked: a stale read only means taking the lock
-    malloc, free = _malloc_free
     with _lock:
-        if size <= _primed:
+        if not _looked_up:
+            _malloc_free, _looked_up = _find_malloc(), True
+        if _malloc_free is None or size <= _primed:
             return 0
+        malloc, free = _malloc_free
         _primed = size
         block = malloc(size)  # above glibc's mmap threshold: mapped, never touched
         if block:

@@ -154,7 +154,8 @@ def test_the_inbox_tells_on_large_the_size_of_large_messages_only() -> None:
 
 
 @pytest.mark.timeout(30)
-def test_server_and_client_hint_the_size_of_large_messages_they_receive(monkeypatch) -> None:
+def test_server_and_client_hint_the_size_of_large_messages_they_send_and_receive(
+        monkeypatch) -> None:
     told: dict[str, list[int]] = {"server": [], "client": []}
     lock = threading.Lock()
 
@@ -166,10 +167,17 @@ def test_server_and_client_hint_the_size_of_large_messages_they_receive(monkeypa
 
     monkeypatch.setattr(dubbo.server.server, "keep_heap_for", recorder("server"))
     monkeypatch.setattr(dubbo.client.client, "keep_heap_for", recorder("client"))
-    with memory_pair(RpcMethodHandler.unary(lambda r: r + b"!", "grow")) as pair:
-        reply = pair.client.unary("grow")(b"z" * (2 * MiB), timeout=20)
-    assert len(reply) == 2 * MiB + 1
-    assert told == {"server": [2 * MiB], "client": [2 * MiB + 1]}
+    with memory_pair(RpcMethodHandler.unary(lambda r: r * 3 if len(r) < 10 else r + b"!",
+                                            "grow")) as pair:
+        grow = pair.client.unary("grow")
+        assert len(grow(b"z" * (2 * MiB), timeout=20)) == 2 * MiB + 1
+        # Each side tells what it serializes and what it receives: a request sent, a
+        # reply received (client); a request received, a reply sent (server).
+        assert sorted(told["client"]) == sorted(told["server"]) == [2 * MiB, 2 * MiB + 1]
+        assert grow(b"s" * 5, timeout=20) == b"s" * 15  # small: nobody is told
+        assert len(grow(b"d" * 5 * 30_000, timeout=20)) == 150_001  # 150 KB each way
+    assert sorted(told["client"]) == sorted(told["server"]) == \
+        [150_000, 150_001, 2 * MiB, 2 * MiB + 1]
 
 
 def test_ctypes_signatures_match_glibc() -> None:

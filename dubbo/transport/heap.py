@@ -11,8 +11,9 @@ zero-filled pages in again. Measured on the 4 MiB echo: 94 to 3,100 page faults 
 from one server run to the next, 2,000 in some client runs, 2 to 6 ms of CPU per echo
 (issue 11).
 
-``keep_heap_for`` moves glibc's thresholds the way glibc itself does, once per size: a
-receiver calls it for every message of ``HEAP_HINT_MIN`` (64 KiB) or more (``Inbox``). What glibc
+``keep_heap_for`` moves glibc's thresholds the way glibc itself does, once per size: it
+is told every message of ``HEAP_HINT_MIN`` (64 KiB) or more that is received (``Inbox``)
+or serialized for sending (server and client calls). What glibc
 then keeps is bounded: a free heap top up to ``2 * HEAP_HINT_MAX`` (32 MiB) per malloc
 arena; the server hands it back once its calls have ended (dubbo/server/memory.py).
 """
@@ -75,9 +76,10 @@ def keep_heap_for(message_size: int) -> int:
     moves them, and this changes nothing. Returns the size primed, 0 if none.
     """
     global _primed, _malloc_free, _looked_up
+    if message_size < HEAP_HINT_MIN:
+        return 0
     size = min(1 << (4 * message_size - 1).bit_length(), HEAP_HINT_MAX)
-    if message_size < HEAP_HINT_MIN or size <= _primed or \
-            (_looked_up and _malloc_free is None):
+    if size <= _primed or (_looked_up and _malloc_free is None):
         return 0  # the common case, unlocked: a stale read only means taking the lock
     with _lock:
         if not _looked_up:

@@ -7,8 +7,9 @@ returns those free pages; the server calls it from its timer thread a moment aft
 calls or connections have ended. Elsewhere (musl, macOS, Windows) it does nothing.
 
 Within a run of large calls the opposite is wanted: dubbo.transport.heap lets glibc keep
-those calls' buffers in the heap from one call to the next; this trim hands what it kept
-back once the calls have ended.
+those calls' buffers in the heap from one call to the next. This trim returns what
+``malloc_trim`` can once the calls have ended: free chunks in every arena and the top of
+the main heap (not the top of a per-thread arena, which glibc only shrinks in ``free``).
 """
 
 from __future__ import annotations

@@ -293,8 +293,13 @@ class ServerCall:
                 return
             if deserialize is None:
                 yield message
-            else:
-                yield self._deserialize(deserialize, message)
+                continue
+            try:  # (_deserialize, inlined: a call less per message)
+                request = deserialize(message)
+            except Exception as exc:
+                raise RpcError(StatusCode.INTERNAL,
+                               f"Exception deserializing request: {exc}") from exc
+            yield request
 
     def _deserialize(self, deserialize: Callable[[bytes], Any], message: bytes) -> Any:
         try:
@@ -810,10 +815,12 @@ class ServerConnection(H2Transport):
             self.calls.pop(call.stream_id, None)
         # Credit held back for requests the handler never read is owed on the whole
         # connection: without it the connection's window would shrink for good.
-        try:
-            self.acknowledge(call.stream_id, call.inbox.abandon())
-        except RpcError:
-            pass
+        credit = call.inbox.abandon()
+        if credit:
+            try:
+                self.acknowledge(call.stream_id, credit)
+            except RpcError:
+                pass
         self.server.call_finished()
 
     def _cancel_all(self, error: RpcError) -> None:

@@ -903,8 +903,13 @@ class H2Transport:
         ``on_request_reset``, ``on_client_settings``, ``on_client_goaway``)."""
         # A request reset in the same read (rapid reset) is never started: it would
         # cost a worker thread for a call nobody waits for.
-        reset_in_read = {e.stream_id for e in events
-                         if type(e) is h2.events.StreamReset} if len(events) > 1 else ()
+        reset_in_read: set[int] | tuple[()] = ()
+        if len(events) > 1:  # (a plain loop: no generator frame for the usual "none")
+            for event in events:
+                if type(event) is h2.events.StreamReset:
+                    reset_in_read = {e.stream_id for e in events
+                                     if type(e) is h2.events.StreamReset}
+                    break
         for event in events:
             if self.closed:  # ended while handling this read: the rest is moot
                 return

@@ -318,7 +318,14 @@ class ServerCall:
         if message is None:
             raise RpcError(StatusCode.INTERNAL, "expected one request message, got none")
         deserialize = self.handler.request_deserializer
-        first = message if deserialize is None else self._deserialize(deserialize, message)
+        if deserialize is None:
+            first = message
+        else:
+            try:  # (_deserialize, inlined)
+                first = deserialize(message)
+            except Exception as exc:
+                raise RpcError(StatusCode.INTERNAL,
+                               f"Exception deserializing request: {exc}") from exc
         message, credit = get(deadline)
         if credit:
             self.transport.acknowledge(self.stream_id, credit)
@@ -402,10 +409,12 @@ class ServerCall:
                                                  send_timeout=self.server.send_timeout)
         writer.write(frame, coalesce)
 
-    def send_unary(self, response: Any) -> None:
-        """Headers, the reply and OK trailers in one write."""
+    def send_unary(self, response: Any,
+                   status: tuple[StatusCode | None, str] | None = None) -> None:
+        """Headers, the reply and OK trailers in one write (``status``: what
+        ``_status_set`` says, if the caller asked already)."""
         frame = self._frame(response)
-        code, details = self._status_set()
+        code, details = self._status_set() if status is None else status
         transport = self.transport
         stream_id = self.stream_id
         with transport.lock_mutex:
@@ -521,11 +530,12 @@ class ServerCall:
                 self.finish(code or StatusCode.OK, details)
             else:
                 response = handler.behavior(*args)
-                code, details = self._status_set()
+                status = self._status_set()
+                code, details = status
                 if code is not None and code is not StatusCode.OK:
                     self.finish(code, details)
                 else:
-                    self.send_unary(response)
+                    self.send_unary(response, status)
         except SendStalledError as exc:
             # The peer reads nothing: reset the stream rather than wait on it again.
             log.info("%s on %s: %s", self.head.path, self.transport.peer, exc.details)

@@ -420,14 +420,19 @@ class ServerCall:
         with transport.lock_mutex:
             # The usual case, in one hold of the lock: the window takes the reply whole.
             if type(frame) is bytes and len(frame) <= transport.reply_room(stream_id):
-                headers = self._headers_locked(Event.SEND_MESSAGE)
-                transport.push_stream_reply(
-                    stream_id, headers, frame,
-                    self._final_trailers(code or StatusCode.OK, details))
-                end = self.stream.sent_end()
-                if end.reset is not None:  # the client still sends: stop it
+                err = self.get_error()
+                if err is not None:
+                    raise err
+                transport.check_open()
+                codec = self.response_codec
+                headers, block, reset = self.stream.reply_whole(
+                    code or StatusCode.OK, details, (),
+                    codec.name if codec is not None else None, _ACCEPT_ENCODING,
+                    self._trailing_metadata)
+                transport.push_stream_reply(stream_id, headers, frame, block)
+                if reset is not None:  # the client still sends: stop it
                     try:
-                        transport.push_stream_frames(stream_id, None, reset=end.reset)
+                        transport.push_stream_frames(stream_id, None, reset=reset)
                     except RpcError:
                         pass
                 sent = True

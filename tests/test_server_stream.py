@@ -201,6 +201,36 @@ def test_first_reply_carries_the_headers_later_ones_nothing():
     assert stream.replying
 
 
+@pytest.mark.parametrize("state, headers_sent, reset", [
+    (S.OPEN, False, NO_ERROR),  # the client may still send: stop it after our status
+    (S.OPEN_PEER_DONE, False, None),
+    (S.REPLYING, True, NO_ERROR),  # send_initial_metadata() first: no second headers
+    (S.REPLYING_PEER_DONE, True, None),
+])
+def test_a_whole_reply_is_send_message_then_sent_end(state, headers_sent, reset):
+    # What the unary fast path sends in one write equals the two steps it stands for.
+    whole, steps = stream_in(state), stream_in(state)
+    headers, block, rst = whole.reply_whole(StatusCode.OK, "", (), "gzip", "gzip,identity",
+                                            [("t", "1")])
+    expected = steps.send_message((), "gzip", "gzip,identity")
+    expected_block = steps.status_trailers(StatusCode.OK, "", [("t", "1")])
+    assert headers == expected.headers
+    assert (headers is None) is headers_sent
+    assert block == expected_block == [("grpc-status", "0"), ("t", "1")]
+    assert rst == steps.sent_end().reset == reset
+    assert whole.state is steps.state is S.FINISHED
+    assert whole.status == (StatusCode.OK, "")
+
+
+def test_a_whole_reply_on_a_cancelled_call_raises_and_sends_nothing():
+    stream = stream_in(S.OPEN)
+    stream.peer_reset(RESET_ERROR)
+    with pytest.raises(CancelledError):
+        stream.reply_whole(StatusCode.OK)
+    assert stream.state is S.CANCELLED and stream.status == (StatusCode.CANCELLED,
+                                                             "Cancelled by the client")
+
+
 def test_initial_metadata_twice_is_a_runtime_error():
     stream = stream_in(S.OPEN)
     stream.send_headers([("a", "1")])

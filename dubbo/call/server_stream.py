@@ -357,6 +357,24 @@ class ServerStream:
                                          accept_encoding=accept_encoding, encoding=encoding))
         return NOTHING
 
+    def reply_whole(self, code: StatusCode, details: str = "",
+                    metadata: Sequence[tuple[str, str]] = (), encoding: str | None = None,
+                    accept_encoding: str | None = None,
+                    trailing: Sequence[tuple[str, str]] = ()
+                    ) -> tuple[Headers | None, Headers, int | None]:
+        """A whole reply going out in one write: SEND_MESSAGE, then SENT_END for the
+        trailers that follow the message in that write. Returns the response headers
+        (None if they went out before), the trailers carrying ``code``, and the
+        RST_STREAM code to send after them (None: none). Raises ``cancel_error`` once
+        the call was cancelled, as ``send_message`` does."""
+        emit, _ = self._step(E.SEND_MESSAGE)
+        headers = response_headers(self.content_type, metadata, accept_encoding=accept_encoding,
+                                   encoding=encoding) if emit is Emit.HEADERS else None
+        self.status = self.status or (code, details)
+        block = trailers(code, details, trailing, content_type=self.content_type)
+        emit, reset = self._step(E.SENT_END)
+        return headers, block, reset if emit is Emit.RESET else None
+
     def finish(self, code: StatusCode, details: str = "",
                metadata: Sequence[tuple[str, str]] = ()) -> Send:
         """The handler's status: trailers (trailers-only before any headers), then

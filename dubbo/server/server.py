@@ -86,6 +86,11 @@ DEFAULT_SEND_TIMEOUT = 30.0  # a peer that reads nothing this long loses its str
 DEFAULT_WORKER_IDLE_TIMEOUT = 60.0
 CALLBACK_THREADS = 4  # threads running add_callback functions off the I/O thread
 TRIM_INTERVAL = 2.0  # seconds between looks at whether calls ended (memory.py)
+# Request heads a connection remembers (ServerConnection._remember): how many, their
+# total size (name + value + 32 per field, as HPACK counts), the largest one kept.
+_KNOWN_ENTRIES = 32
+_KNOWN_BYTES = 64 * 1024
+_KNOWN_BLOCK_BYTES = 4 * 1024
 
 
 class ServerCall:
@@ -100,7 +105,7 @@ class ServerCall:
     """
 
     __slots__ = ("transport", "stream", "stream_id", "head", "handler", "inbox", "deadline",
-                 "context", "_trailing_metadata", "_callbacks", "server", "timer",
+                 "_context", "_trailing_metadata", "_callbacks", "server", "timer",
                  "response_codec", "writer")
 
     def __init__(self, server: Server, transport: ServerConnection, stream: ServerStream,
@@ -111,27 +116,48 @@ class ServerCall:
         self.stream_id = stream.stream_id
         self.head = head
         self.handler = handler
-        self.inbox = Inbox(server.max_receive_message_size, on_large=keep_heap_for)
-        self.inbox.drop_empty = head.drops_empty_messages
-        if head.encoding not in (None, "identity"):
-            codec = get_codec(head.encoding)
+        inbox = self.inbox = Inbox(server.max_receive_message_size, on_large=keep_heap_for)
+        inbox.drop_empty = head.drops_empty_messages
+        encoding = head.encoding
+        if encoding is not None and encoding != "identity":
+            codec = get_codec(encoding)
             assert codec is not None  # unsupported encodings are refused before this
             limit = server.max_receive_message_size
-            self.inbox.set_decompressor(lambda data: codec.decompress(data, limit))
-            self.inbox.on_bad_message = self.bad_input
+            inbox.set_decompressor(lambda data: codec.decompress(data, limit))
+            inbox.on_bad_message = self.bad_input
         self.response_codec: Codec | None = None
         self.writer: MessageWriter | None = None  # made by the first streamed reply
-        self.deadline = Deadline.after(head.timeout)
         if server.compression:
             self.set_compression(server.compression)
-        self.context = ServicerContext(self)
+        # The context is made when first asked for: most handlers never take one.
+        self._context: ServicerContext | None = None
         self._trailing_metadata: list[tuple[str, str]] = []
         self._callbacks: list[Callable[[], Any]] | None = []
-        self.timer: TimerHandle | None = None
-        if head.timeout is not None:
-            self.timer = server.timer.call_later(head.timeout, self.expire)
+        timeout = head.timeout
+        if timeout is None:  # no deadline, no timer
+            self.deadline: Deadline | None = None
+            self.timer: TimerHandle | None = None
+        else:
+            self.deadline = Deadline.after(timeout)
+            self.timer = server.timer.call_later(timeout, self.expire)
 
     # -- state ---------------------------------------------------------------------
+
+    @property
+    def context(self) -> ServicerContext:
+        """The handler's context, made on first use (the worker's, or the reader's
+        before the call is handed over)."""
+        context = self._context
+        if context is None:
+            context = self._context = ServicerContext(self)
+        return context
+
+    def _status_set(self) -> tuple[StatusCode | None, str]:
+        """What the handler set with set_code/set_details (None, "" without a context)."""
+        context = self._context
+        if context is None:
+            return None, ""
+        return context.code, context.details
 
     @property
     def final_status(self) -> tuple[StatusCode, str] | None:
@@ -226,7 +252,7 @@ class ServerCall:
             self._stopped(error)
 
     def add_callback(self, callback: Callable[[], Any]) -> bool:
-        with self.transport.lock:
+        with self.transport.lock_mutex:
             if self._callbacks is not None:
                 self._callbacks.append(callback)
                 return True
@@ -235,7 +261,7 @@ class ServerCall:
     def _run_callbacks(self, elsewhere: bool = False) -> None:
         """Run the add_callback functions once. ``elsewhere``: on a thread of their own,
         for the reader and timer threads, which user code must not hold up."""
-        with self.transport.lock:
+        with self.transport.lock_mutex:
             callbacks, self._callbacks = self._callbacks, None
         if not callbacks:
             return
@@ -267,8 +293,13 @@ class ServerCall:
                 return
             if deserialize is None:
                 yield message
-            else:
-                yield self._deserialize(deserialize, message)
+                continue
+            try:  # (_deserialize, inlined: a call less per message)
+                request = deserialize(message)
+            except Exception as exc:
+                raise RpcError(StatusCode.INTERNAL,
+                               f"Exception deserializing request: {exc}") from exc
+            yield request
 
     def _deserialize(self, deserialize: Callable[[bytes], Any], message: bytes) -> Any:
         try:
@@ -277,12 +308,28 @@ class ServerCall:
             raise RpcError(StatusCode.INTERNAL, f"Exception deserializing request: {exc}") from exc
 
     def single_request(self) -> Any:
-        """The one request of a unary or server-stream call (exactly one is required)."""
-        requests = self.requests()
-        first = next(requests, _MISSING)
-        if first is _MISSING:
+        """The one request of a unary or server-stream call (exactly one is required).
+        (``requests()`` without the generator: deserialized before the end is awaited.)"""
+        get = self.inbox.get
+        deadline = self.deadline
+        message, credit = get(deadline)
+        if credit:
+            self.transport.acknowledge(self.stream_id, credit)
+        if message is None:
             raise RpcError(StatusCode.INTERNAL, "expected one request message, got none")
-        if next(requests, _MISSING) is not _MISSING:
+        deserialize = self.handler.request_deserializer
+        if deserialize is None:
+            first = message
+        else:
+            try:  # (_deserialize, inlined)
+                first = deserialize(message)
+            except Exception as exc:
+                raise RpcError(StatusCode.INTERNAL,
+                               f"Exception deserializing request: {exc}") from exc
+        message, credit = get(deadline)
+        if credit:
+            self.transport.acknowledge(self.stream_id, credit)
+        if message is not None:
             raise RpcError(StatusCode.INTERNAL, "expected one request message, got several")
         return first
 
@@ -312,6 +359,16 @@ class ServerCall:
                              metadata: list[tuple[str, str]] | None = None) -> None:
         """SEND_HEADERS or SEND_MESSAGE (``transport.lock`` held): the response headers
         unless they went out already; raises if the call can carry nothing more."""
+        headers = self._headers_locked(event, metadata)
+        if headers is not None:
+            self.transport.push_stream_frames(self.stream_id, headers)
+
+    def _headers_locked(self, event: Event,
+                        metadata: list[tuple[str, str]] | None = None
+                        ) -> list[tuple[str, str]] | None:
+        """The SEND_HEADERS or SEND_MESSAGE step (``transport.lock`` held): the response
+        headers to send, None if they went out already; raises if the call can carry
+        nothing more."""
         err = self.get_error()
         if err is not None:
             raise err
@@ -319,10 +376,8 @@ class ServerCall:
         codec = self.response_codec
         stream = self.stream
         step = stream.send_headers if event is Event.SEND_HEADERS else stream.send_message
-        send = step(metadata or (), codec.name if codec is not None else None,
-                    accept_encoding_header())
-        if send.headers is not None:
-            self.transport.push_stream_frames(self.stream_id, send.headers)
+        return step(metadata or (), codec.name if codec is not None else None,
+                    _ACCEPT_ENCODING).headers
 
     def _frame(self, response: Any) -> Payload:
         serialize = self.handler.response_serializer
@@ -340,8 +395,7 @@ class ServerCall:
                            "(set response_serializer)")
         if len(data) >= HEAP_HINT_MIN:  # its buffers stay in the heap (transport/heap.py)
             keep_heap_for(len(data))
-        return frame_message(data, self.response_codec,
-                                    self.server.max_send_message_size)
+        return frame_message(data, self.response_codec, self.server.max_send_message_size)
 
     def send_message(self, response: Any, coalesce: bool = False) -> None:
         frame = self._frame(response)
@@ -356,15 +410,42 @@ class ServerCall:
                                                  send_timeout=self.server.send_timeout)
         writer.write(frame, coalesce)
 
-    def send_unary(self, response: Any) -> None:
-        """Headers, the reply and OK trailers in one write."""
+    def send_unary(self, response: Any,
+                   status: tuple[StatusCode | None, str] | None = None) -> None:
+        """Headers, the reply and OK trailers in one write (``status``: what
+        ``_status_set`` says, if the caller asked already)."""
         frame = self._frame(response)
-        with self.transport.lock:
-            self._send_headers_locked(Event.SEND_MESSAGE)
-        self.transport.send_data(self.stream_id, frame, True, self.deadline, self.get_error,
-                                 trailers=self._final_trailers(self.context.code or StatusCode.OK,
-                                                               self.context.details),
-                                 send_timeout=self.server.send_timeout)
+        code, details = self._status_set() if status is None else status
+        transport = self.transport
+        stream_id = self.stream_id
+        with transport.lock_mutex:
+            # The usual case, in one hold of the lock: the window takes the reply whole.
+            if type(frame) is bytes and len(frame) <= transport.reply_room(stream_id):
+                err = self.get_error()
+                if err is not None:
+                    raise err
+                transport.check_open()
+                codec = self.response_codec
+                headers, block, reset = self.stream.reply_whole(
+                    code or StatusCode.OK, details, (),
+                    codec.name if codec is not None else None, _ACCEPT_ENCODING,
+                    self._trailing_metadata)
+                transport.push_stream_reply(stream_id, headers, frame, block)
+                if reset is not None:  # the client still sends: stop it
+                    try:
+                        transport.push_stream_frames(stream_id, None, reset=reset)
+                    except RpcError:
+                        pass
+                sent = True
+            else:
+                self._send_headers_locked(Event.SEND_MESSAGE)
+                sent = False
+        if sent:
+            transport.flush()
+            return
+        transport.send_data(stream_id, frame, True, self.deadline, self.get_error,
+                            trailers=self._final_trailers(code or StatusCode.OK, details),
+                            send_timeout=self.server.send_timeout)
         self._sent_end()
 
     def _final_trailers(self, code: StatusCode, details: str) -> list[tuple[str, str]]:
@@ -417,7 +498,7 @@ class ServerCall:
     def _sent_end(self) -> None:
         """A send that carried our trailers returned: if the client is still sending,
         tell it to stop (RST_STREAM NO_ERROR, grpc "Early Server Closure")."""
-        with self.transport.lock:
+        with self.transport.lock_mutex:
             send = self.stream.sent_end()
         if send.reset is not None:
             self.transport.reset_stream(self.stream_id, send.reset)
@@ -433,11 +514,13 @@ class ServerCall:
             if not self.stream.live:  # cancelled while it waited for a worker
                 return
             if call_type.request_streaming:
-                args = (self.requests(),)
+                request: Any = self.requests()
             else:
-                args = (self.single_request(),)
+                request = self.single_request()
             if handler.takes_context:
-                args += (self.context,)
+                args = (request, self.context)
+            else:
+                args = (request,)
             if call_type.response_streaming:
                 result = handler.behavior(*args)
                 replies = iter(result)
@@ -449,13 +532,16 @@ class ServerCall:
                     except StopIteration:
                         break
                     self.send_message(response, clock() - started < FAST_PRODUCER)
-                self.finish(self.context.code or StatusCode.OK, self.context.details)
+                code, details = self._status_set()
+                self.finish(code or StatusCode.OK, details)
             else:
                 response = handler.behavior(*args)
-                if self.context.code not in (None, StatusCode.OK):
-                    self.finish(self.context.code, self.context.details)
+                status = self._status_set()
+                code, details = status
+                if code is not None and code is not StatusCode.OK:
+                    self.finish(code, details)
                 else:
-                    self.send_unary(response)
+                    self.send_unary(response, status)
         except SendStalledError as exc:
             # The peer reads nothing: reset the stream rather than wait on it again.
             log.info("%s on %s: %s", self.head.path, self.transport.peer, exc.details)
@@ -484,7 +570,7 @@ class ServerCall:
         some later garbage collection."""
         self.writer = None
         self.inbox.on_bad_message = None
-        self.context = None  # type: ignore[assignment]
+        self._context = None
         # The error that ended the call was raised in this call's frames (a blocked
         # send holds the reply being sent): its traceback must not keep them.
         for error in (self.stream.cancel_error, self.inbox.error):
@@ -492,7 +578,7 @@ class ServerCall:
                 error.__traceback__ = None
 
 
-_MISSING = object()
+_ACCEPT_ENCODING = accept_encoding_header()  # our grpc-accept-encoding, fixed at import
 
 
 @runtime_checkable
@@ -519,8 +605,25 @@ class ServerConnection(H2Transport):
     ``request_inbox``, ...); ``lock`` guards ``calls`` and every call's ``stream``.
     """
 
-    # h2's events of one read -> on_request, request_inbox, on_request_end, ...
-    handle_events = H2Transport.dispatch_server_events
+    # Calls launched while a read is handled, submitted at its end (loop thread).
+    _starting: list[ServerCall] | None
+
+    def handle_events(self, events: list[Any]) -> None:
+        """h2's events of one read -> on_request, request_inbox, on_request_end, ...
+
+        Calls started by the read go to their workers once the whole read is handled:
+        a worker woken earlier would only wait for the reader to let go of the GIL (two
+        more futex calls and a context switch per call), and finds its requests and
+        their END_STREAM already in its inbox."""
+        starting: list[ServerCall] = []
+        self._starting = starting
+        try:
+            self.dispatch_server_events(events)
+        finally:
+            self._starting = None
+            submit = self.server.submit
+            for call in starting:
+                submit(call)
 
     def __init__(self, server: Server, sock: socket.socket, loop: IOLoop,
                  tls: TLSLayer | None = None) -> None:
@@ -532,6 +635,11 @@ class ServerConnection(H2Transport):
         self.refuse_streams_ourselves()  # _start_call refuses excess streams
         self.server = server
         self.calls: dict[int, ServerCall] = {}  # guarded by self.lock
+        self._starting = None
+        # Request heads seen before, with their handlers (loop thread; see _start_call).
+        self._known: dict[tuple[tuple[bytes, bytes], ...],
+                          tuple[RequestHead, RpcMethodHandler]] = {}
+        self._known_bytes = 0
         # The peer's preface and first SETTINGS arrived (written by the loop thread only;
         # the timer's unlocked read of a stale False closes at most a just-ready connection).
         self.ready = False
@@ -570,7 +678,7 @@ class ServerConnection(H2Transport):
         call = self.calls.get(stream_id)
         if call is None:
             return
-        with self.lock:
+        with self.lock_mutex:  # (the lock without its condition: nobody to notify)
             call.stream.peer_end()
         if not call.inbox.decoder.at_boundary():
             call.bad_input(RpcError(StatusCode.INTERNAL, "request stream ended inside a message"))
@@ -615,87 +723,120 @@ class ServerConnection(H2Transport):
                 pass  # reset by the peer in the same read: nothing to answer
 
     def _start_call(self, stream: ServerStream, headers: list[tuple[bytes, bytes]]) -> None:
-        if is_plain_http(headers):  # not gRPC: a curl-style unary call (http_unary.py)
-            self.server.http.start_h2_stream(self, stream, headers)
-            return
+        server = self.server
         stream_id = stream.stream_id
-        try:
-            head = parse_request_headers(headers)
-        except RequestRejected as exc:
-            self._reject(stream, exc, exc.http_status)
-            return
-        if self.server.stopping or self.open_streams_before(stream_id) >= \
-                self.server.max_concurrent_streams:
+        # A client repeats the same header block call after call (the same field
+        # objects, from hpack_cache): its parsed head and handler are reused.
+        key = tuple(headers)
+        known = self._known.get(key)
+        if known is None:
+            if is_plain_http(headers):  # not gRPC: a curl-style unary call (http_unary.py)
+                server.http.start_h2_stream(self, stream, headers)
+                return
+            try:
+                head = parse_request_headers(headers)
+            except RequestRejected as exc:
+                self._reject(stream, exc, exc.http_status)
+                return
+        else:
+            head, handler = known
+        if server.stopping or self.over_stream_limit(stream_id, server.max_concurrent_streams):
             # Over our SETTINGS_MAX_CONCURRENT_STREAMS (a peer may open streams before
             # it has read them): a stream error, RFC 9113 §5.1.2.
             self._send_rejection(stream, stream.refuse())
             return
-        handler, miss = self.server.lookup(head)
-        if handler is not None and head.content_type.startswith("application/grpc+json"):
-            handler = self.server.http.grpc_json_handler(head, handler)  # JSON payloads
-            miss = f"{head.path} takes no JSON: its message types are unknown"
-        if handler is None:
-            self._reject(stream, RpcError(StatusCode.UNIMPLEMENTED, miss),
-                         content_type=head.content_type)
-            return
-        if head.encoding not in (None, "identity") and \
-                get_codec(head.encoding) is None:
-            self._reject(stream, unsupported_encoding_error(head.encoding),
-                         content_type=head.content_type,
-                         extra=[("grpc-accept-encoding", accept_encoding_header())])
-            return
-        if len(self.calls) >= self.server.max_calls_per_connection:
+        if known is None:
+            found, miss = server.lookup(head)
+            json = head.content_type.startswith("application/grpc+json")
+            if found is not None and json:
+                found = server.http.grpc_json_handler(head, found)  # JSON payloads
+                miss = f"{head.path} takes no JSON: its message types are unknown"
+            if found is None:
+                self._reject(stream, RpcError(StatusCode.UNIMPLEMENTED, miss),
+                             content_type=head.content_type)
+                return
+            handler = found
+            encoding = head.encoding
+            if encoding is not None and encoding != "identity" and get_codec(encoding) is None:
+                self._reject(stream, unsupported_encoding_error(encoding),
+                             content_type=head.content_type,
+                             extra=[("grpc-accept-encoding", accept_encoding_header())])
+                return
+            if head.timeout is None and not json and server.fixed_handler(head):
+                self._remember(key, head, handler)
+        if len(self.calls) >= server.max_calls_per_connection:
             self._reject(stream, RpcError(
                 StatusCode.RESOURCE_EXHAUSTED,
                 f"too many calls on one connection ({len(self.calls)} running; "
-                f"max_calls_per_connection={self.server.max_calls_per_connection})"),
+                f"max_calls_per_connection={server.max_calls_per_connection})"),
                 content_type=head.content_type)
             return
-        if not self.server.admit():
+        if not server.admit():
             self._reject(stream, RpcError(
                 StatusCode.RESOURCE_EXHAUSTED,
-                f"server is at capacity ({self.server.max_workers} running calls and "
-                f"{self.server.max_pending_calls} waiting)"), content_type=head.content_type)
+                f"server is at capacity ({server.max_workers} running calls and "
+                f"{server.max_pending_calls} waiting)"), content_type=head.content_type)
             return
         stream.accept(head.content_type)  # not shared with other threads yet
         try:
-            call = ServerCall(self.server, self, stream, head, handler)
+            call = ServerCall(server, self, stream, head, handler)
         except Exception:
-            self.server.call_finished()  # undo admit()
+            server.call_finished()  # undo admit()
             raise
         self.launch(call)
 
+    def _remember(self, key: tuple[tuple[bytes, bytes], ...], head: RequestHead,
+                  handler: RpcMethodHandler) -> None:
+        """Keep a head that may come again. Bounded, as the peer chooses what we keep:
+        a block over ``_KNOWN_BLOCK_BYTES`` is not kept, and the table is emptied when
+        it would pass ``_KNOWN_ENTRIES`` or ``_KNOWN_BYTES``. (A head with a timeout is
+        never kept: the value changes call after call.)"""
+        cost = sum(len(name) + len(value) + 32 for name, value in key)
+        if cost > _KNOWN_BLOCK_BYTES:
+            return
+        if len(self._known) >= _KNOWN_ENTRIES or self._known_bytes + cost > _KNOWN_BYTES:
+            self._known.clear()
+            self._known_bytes = 0
+        self._known[key] = (head, handler)
+        self._known_bytes += cost
+
     def launch(self, call: ServerCall) -> None:
         """Register an admitted, accepted call and hand it to a worker (loop thread)."""
-        stream = call.stream
-        with self.lock:
+        with self.lock_mutex:  # (the lock without its condition: nobody to notify)
             # A flush while handling this read may have found the socket dead and
             # ended the connection (cancelling its calls): this one must not outlive it.
             registered = not self.closed
             if registered:
                 self.calls[call.stream_id] = call
             else:
-                stream.lost(self.error or UnavailableError(StatusCode.UNAVAILABLE, "closed"))
+                call.stream.lost(self.error or UnavailableError(StatusCode.UNAVAILABLE,
+                                                                "closed"))
         if not registered:
             if call.timer is not None:
                 call.timer.cancel()  # it would hold the call until its deadline
             self.server.call_finished()  # undo admit()
             return
-        self.server.submit(call)
+        starting = self._starting
+        if starting is not None:  # handling a read: submitted at its end (handle_events)
+            starting.append(call)
+        else:
+            self.server.submit(call)
 
     def drain(self) -> None:
         """Graceful stop, step one: GOAWAY naming the last stream we will serve."""
         self.send_goaway(self.highest_inbound_stream_id())
 
     def call_done(self, call: ServerCall) -> None:
-        with self.lock:
+        with self.lock_mutex:
             self.calls.pop(call.stream_id, None)
         # Credit held back for requests the handler never read is owed on the whole
         # connection: without it the connection's window would shrink for good.
-        try:
-            self.acknowledge(call.stream_id, call.inbox.abandon())
-        except RpcError:
-            pass
+        credit = call.inbox.abandon()
+        if credit:
+            try:
+                self.acknowledge(call.stream_id, credit)
+            except RpcError:
+                pass
         self.server.call_finished()
 
     def _cancel_all(self, error: RpcError) -> None:
@@ -836,7 +977,12 @@ class Server:
         # Runs add_callback functions for calls that ended on the I/O or timer thread.
         self.callback_pool = WorkerPool(CALLBACK_THREADS, idle_timeout=5.0,
                                         name="dubbo-callbacks")
-        self._lock = threading.Condition()  # guards _connections, _active, stopping
+        # Guards _connections, _active, _ended, stopping. A plain lock: taken twice per
+        # call. Its condition wakes stop(), the one waiter; it is notified only once
+        # `stopping` is set (under the lock, before stop() waits), so a call's end
+        # costs no notify while serving.
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._connections: set[ServerConnection] = set()
         self._active = 0  # calls admitted and not yet finished (running or waiting)
         self._ended = 0  # calls and connections that ended: memory may be free to return
@@ -872,6 +1018,14 @@ class Server:
         """grpcio's ``Server.add_registered_method_handlers``: ``method_handlers`` maps
         method names to ``grpc.*_rpc_method_handler(...)``; before start()."""
         self.add_service(grpc_compat.service_handler(service_name, method_handlers))
+
+    def fixed_handler(self, head: RequestHead) -> bool:
+        """True if ``lookup`` answers ``head``'s path, group and version with the same
+        handler every time (not grpcio's generic handlers, asked call by call)."""
+        if head.service in self.services:
+            return True
+        builtin = self.builtin_services.get(head.service)
+        return builtin is not None and head.method in builtin.method_handlers
 
     def lookup(self, head: RequestHead) -> tuple[RpcMethodHandler | None, str]:
         """The handler for a request, or ``None`` and why.
@@ -1012,7 +1166,7 @@ class Server:
                     self._active >= self.max_workers + self.max_pending_calls:
                 return False
             self._active += 1
-            return True
+        return True
 
     def submit(self, call: PoolTask) -> None:
         assert self._pool is not None
@@ -1026,13 +1180,15 @@ class Server:
         with self._lock:
             self._active -= 1
             self._ended += 1
-            self._lock.notify_all()
+            if self.stopping:
+                self._changed.notify_all()
 
     def connection_closed(self, connection: ServerConnection) -> None:
         with self._lock:
             self._connections.discard(connection)
             self._ended += 1
-            self._lock.notify_all()
+            if self.stopping:
+                self._changed.notify_all()
 
     def _trim_memory(self) -> None:
         """Timer: once calls or connections have ended, hand their freed memory back to
@@ -1072,7 +1228,7 @@ class Server:
             while self._active:
                 if deadline is not None and deadline.expired():
                     break
-                self._lock.wait(None if deadline is None else deadline.remaining())
+                self._changed.wait(None if deadline is None else deadline.remaining())
             connections = list(self._connections)
         self.http.close_all()  # HTTP/1.1 connections, sockets not sniffed yet
         for connection in connections:
@@ -1086,7 +1242,7 @@ class Server:
         assert self._pool is not None
         # Handlers were cancelled; one that ignores it must not hang stop() forever.
         with self._lock:
-            self._lock.wait_for(lambda: self._active == 0, timeout=5.0)
+            self._changed.wait_for(lambda: self._active == 0, timeout=5.0)
             stuck = self._active
         for task in self._pool.shutdown(wait=stuck == 0):  # calls that never got a worker
             call = getattr(task, "__self__", None)

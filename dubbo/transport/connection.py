@@ -903,8 +903,13 @@ class H2Transport:
         ``on_request_reset``, ``on_client_settings``, ``on_client_goaway``)."""
         # A request reset in the same read (rapid reset) is never started: it would
         # cost a worker thread for a call nobody waits for.
-        reset_in_read = {e.stream_id for e in events
-                         if type(e) is h2.events.StreamReset} if len(events) > 1 else ()
+        reset_in_read: set[int] | tuple[()] = ()
+        if len(events) > 1:  # (a plain loop: no generator frame for the usual "none")
+            for event in events:
+                if type(event) is h2.events.StreamReset:
+                    reset_in_read = {e.stream_id for e in events
+                                     if type(e) is h2.events.StreamReset}
+                    break
         for event in events:
             if self.closed:  # ended while handling this read: the rest is moot
                 return
@@ -991,6 +996,36 @@ class H2Transport:
         except h2.exceptions.ProtocolError as exc:
             raise CancelledError(StatusCode.CANCELLED, f"stream closed: {exc}") from None
 
+    def reply_room(self, stream_id: int) -> int:
+        """With ``lock`` held: how many bytes of DATA ``push_stream_reply`` may carry on
+        the stream now, without waiting (its window and the connection's, one frame,
+        the outbound backlog); 0 for a stream h2 has closed or forgotten."""
+        conn = self.conn
+        try:
+            window = conn.local_flow_control_window(stream_id)
+        except h2.exceptions.ProtocolError:
+            return 0
+        return min(window, conn.max_outbound_frame_size, OUTBOUND_HIGH_WATER - self.backlog())
+
+    def push_stream_reply(self, stream_id: int, headers: list[tuple[str, str]] | None,
+                          body: bytes, trailers: list[tuple[str, str]]) -> None:
+        """With ``lock`` held, never waiting: a whole gRPC reply, HEADERS (unless None:
+        they went out before), ``body`` (at most ``reply_room``) in one DATA frame, then
+        ``trailers`` with END_STREAM; ``flush`` sends them. Raises as ``send_data`` does:
+        the connection's error, or ``CancelledError`` for a stream reset meanwhile."""
+        conn = self.conn
+        try:
+            if headers is not None:
+                conn.send_headers(stream_id, headers)
+            conn.send_data(stream_id, body)
+            conn.send_headers(stream_id, trailers, end_stream=True)
+        except h2.exceptions.ProtocolError as exc:
+            if self.closed:
+                raise self.error or UnavailableError(
+                    StatusCode.UNAVAILABLE, f"connection closed: {exc}") from None
+            raise CancelledError(StatusCode.CANCELLED, f"stream closed: {exc}") from None
+        self._h2_pending += len(body)
+
     def refuse_streams_ourselves(self) -> None:
         """Streams over our MAX_CONCURRENT_STREAMS are the server's to refuse (with
         REFUSED_STREAM, a stream error) rather than h2's (a connection error)."""
@@ -999,6 +1034,12 @@ class H2Transport:
     def open_streams_before(self, stream_id: int) -> int:
         """Streams the client opened before ``stream_id`` that are not closed."""
         return self.conn.count_open_inbound(before=stream_id)
+
+    def over_stream_limit(self, stream_id: int, limit: int) -> bool:
+        """``open_streams_before(stream_id) >= limit``, answered without counting while
+        h2 knows of no more than ``limit`` streams (the usual case)."""
+        return len(self.conn.streams) > limit and \
+            self.conn.count_open_inbound(before=stream_id) >= limit
 
     def highest_inbound_stream_id(self) -> int:
         """The last stream the client opened (what a draining GOAWAY names)."""

@@ -11,7 +11,7 @@ import base64
 import binascii
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .._version import __version__
@@ -52,12 +52,13 @@ _RESERVED = frozenset(
     b"grpc-message grpc-message-type".split()
 )
 _GRPC_CONTENT_TYPE = b"application/grpc"
+_AFTER_GRPC = (b"", b"+", b";")  # what may follow it in a gRPC content-type
 
 
 def _is_grpc_content_type(value: bytes) -> bool:
     """``application/grpc`` alone or followed by ``+subtype`` or ``;params``
     (not ``application/grpc-web``, a different protocol)."""
-    return value.startswith(_GRPC_CONTENT_TYPE) and value[16:17] in (b"", b"+", b";")
+    return value.startswith(_GRPC_CONTENT_TYPE) and value[16:17] in _AFTER_GRPC
 
 
 def metadata_pairs(metadata: MetadataLike | None) -> list[tuple[str, Any]]:
@@ -182,22 +183,45 @@ class RequestRejected(RpcError):
         self.http_status = http_status
 
 
-@dataclass(frozen=True, slots=True)
 class RequestHead:
-    """What the server needs from a request's HEADERS block."""
+    """What the server needs from a request's HEADERS block (read-only once made).
 
-    service: str
-    method: str
-    content_type: str
-    timeout: float | None
-    encoding: str | None
-    accept_encoding: str | None
-    metadata: list[tuple[str, str | bytes]] = field(default_factory=list)
-    headers: dict[bytes, bytes] = field(default_factory=dict)
+    ``metadata`` (the user metadata, decoded) is worked out from the raw block on
+    first use: most calls never ask for it, and decoding it cost every call."""
+
+    __slots__ = ("service", "method", "content_type", "timeout", "encoding",
+                 "accept_encoding", "headers", "path", "_metadata", "_raw")
+
+    def __init__(self, service: str, method: str, content_type: str,
+                 timeout: float | None, encoding: str | None, accept_encoding: str | None,
+                 metadata: list[tuple[str, str | bytes]] | None = None,
+                 headers: dict[bytes, bytes] | None = None, *,
+                 raw: Sequence[tuple[bytes, bytes]] = (), path: str | None = None) -> None:
+        self.service = service
+        self.method = method
+        self.content_type = content_type
+        self.timeout = timeout
+        self.encoding = encoding
+        self.accept_encoding = accept_encoding
+        self.headers: dict[bytes, bytes] = {} if headers is None else headers
+        # ``path`` is "/service/method" (parse_request_headers has it already).
+        self.path: str = f"/{service}/{method}" if path is None else path
+        # Either given, or decoded from ``raw`` (the received block) on first use.
+        self._metadata = metadata if metadata is not None or raw else []
+        self._raw = raw
 
     @property
-    def path(self) -> str:
-        return f"/{self.service}/{self.method}"
+    def metadata(self) -> list[tuple[str, str | bytes]]:
+        """The request's user metadata: str values, bytes for ``-bin`` keys."""
+        metadata = self._metadata
+        if metadata is None:
+            # Two threads racing here decode the same block to equal lists.
+            metadata = self._metadata = decode_metadata(self._raw)
+        return metadata
+
+    def __repr__(self) -> str:
+        return (f"RequestHead({self.path!r}, content_type={self.content_type!r}, "
+                f"timeout={self.timeout!r}, encoding={self.encoding!r})")
 
     @property
     def drops_empty_messages(self) -> bool:
@@ -208,37 +232,33 @@ class RequestHead:
 def parse_request_headers(headers: Sequence[tuple[bytes, bytes]]) -> RequestHead:
     """Validate a request head; ``RequestRejected`` says how to refuse it."""
     h = dict(headers)
-    if h.get(b":method") != b"POST":
+    get = h.get
+    if get(b":method") != b"POST":
         raise RequestRejected(405, StatusCode.INTERNAL,
-                              f"method {h.get(b':method', b'').decode('latin-1')!r} not allowed")
-    content_type = h.get(b"content-type", b"")
-    if not _is_grpc_content_type(content_type):
+                              f"method {get(b':method', b'').decode('latin-1')!r} not allowed")
+    content_type = get(b"content-type", b"")
+    if not (content_type.startswith(_GRPC_CONTENT_TYPE)
+            and content_type[16:17] in _AFTER_GRPC):  # _is_grpc_content_type, inlined
         shown = content_type.decode("latin-1")
         raise RequestRejected(415, StatusCode.INTERNAL,
                               f"invalid gRPC request content-type {shown!r}")
-    path = h.get(b":path", b"").decode("utf-8", "replace")
+    path = get(b":path", b"").decode("utf-8", "replace")
     service, sep, method = path[1:].rpartition("/")
     if not path.startswith("/") or not sep or not service or not method:
         raise RequestRejected(200, StatusCode.UNIMPLEMENTED, f"malformed method path {path!r}")
     timeout = None
-    raw_timeout = h.get(b"grpc-timeout")
+    raw_timeout = get(b"grpc-timeout")
     if raw_timeout is not None:
         try:
             timeout = parse_timeout(raw_timeout)
         except ValueError as exc:
             raise RequestRejected(200, StatusCode.INTERNAL, str(exc)) from None
-    encoding = h.get(b"grpc-encoding")
-    accept = h.get(b"grpc-accept-encoding")
-    return RequestHead(
-        service=service,
-        method=method,
-        content_type=content_type.decode("latin-1"),
-        timeout=timeout,
-        encoding=encoding.decode("latin-1") if encoding else None,
-        accept_encoding=accept.decode("latin-1") if accept else None,
-        metadata=decode_metadata(headers),
-        headers=h,
-    )
+    encoding = get(b"grpc-encoding")
+    accept = get(b"grpc-accept-encoding")
+    return RequestHead(service, method, content_type.decode("latin-1"), timeout,
+                       encoding.decode("latin-1") if encoding else None,
+                       accept.decode("latin-1") if accept else None,
+                       None, h, raw=headers, path=path)
 
 
 def response_headers(

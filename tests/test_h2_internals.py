@@ -20,6 +20,7 @@ import h2.events
 import h2.exceptions
 import hpack
 import pytest
+from h2.frame_buffer import FrameBuffer
 from hyperframe.frame import (
     ContinuationFrame,
     DataFrame,
@@ -29,6 +30,8 @@ from hyperframe.frame import (
     RstStreamFrame,
     SettingsFrame,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dubbo.transport import h2_internals
 from dubbo.transport.connection import (
@@ -409,3 +412,97 @@ def test_a_data_frame_is_parsed_from_the_buffer_and_the_buffer_released():
     bad = b"\x00\x00\x05\x00\x08\x00\x00\x00\x03" + b"\x0a" + b"x" * 4
     with pytest.raises(h2.exceptions.ProtocolError):
         server.receive_data(bad)
+
+
+# -- the lean frame parser (issue 11): the frames and errors of h2's own ----------------
+
+
+def _frame_bytes(frame_type: int, flags: int, stream_id: int, body: bytes) -> bytes:
+    return (len(body).to_bytes(3, "big") + bytes([frame_type, flags])
+            + stream_id.to_bytes(4, "big") + body)
+
+
+def _describe(frame: Frame) -> tuple[object, ...]:
+    attrs = {k: v for k, v in vars(frame).items() if k != "flags"}
+    return (type(frame), sorted(frame.flags), attrs)
+
+
+def _run(buffer: FrameBuffer, wire: bytes, cuts: list[int]) -> list[object]:
+    """What a frame buffer yields for ``wire`` fed in pieces: frames, then the error
+    (type and message) or what is left buffered."""
+    seen: list[object] = []
+    start = 0
+    for end in [*sorted(cuts), len(wire)]:
+        buffer.add_data(wire[start:end])
+        start = max(start, end)
+        try:
+            seen.extend(_describe(frame) for frame in buffer)
+        except Exception as exc:  # noqa: BLE001  # compared, type and message
+            return [*seen, (type(exc), str(exc))]
+    return [*seen, bytes(buffer._data), len(buffer._headers_buffer)]
+
+
+_FRAME = st.tuples(
+    st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0x0c, 0xfe]),  # all + unknown
+    st.sampled_from([0, 1, 4, 5, 8, 9, 0x20, 0x24, 0x25, 0x2d, 0xff]),
+    st.sampled_from([0, 1, 2, 3, 0x80000001]),
+    st.sampled_from([0, 1, 3, 4, 5, 6, 7, 8, 9, 12, 40, 1100]).flatmap(
+        lambda n: st.binary(min_size=n, max_size=n)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(frames=st.lists(_FRAME, max_size=6), garbage=st.binary(max_size=12),
+       cuts=st.lists(st.integers(0, 2400), max_size=4))
+def test_the_lean_parser_yields_what_h2s_frame_buffer_yields(frames, garbage, cuts):
+    """Same frames (class, flags, every attribute), same errors with the same
+    messages, same bytes left over, for any sequence of frames, split anywhere."""
+    wire = b"".join(_frame_bytes(*frame) for frame in frames) + garbage
+    stock = FrameBuffer(server=False)
+    ours = h2_internals.GuardedFrameBuffer(False, max_header_block=10**7)
+    stock.max_frame_size = ours.max_frame_size = 2**24 - 1
+    assert _run(ours, wire, cuts) == _run(stock, wire, cuts)
+
+
+@pytest.mark.parametrize("frame", [
+    (0, 0, 1, b"abc"), (0, 1, 3, b"x" * 2000), (0, 8, 1, b"\x02abcd"),  # DATA
+    (1, 4, 1, b"\x82"), (1, 0x25, 1, b"\x00\x00\x00\x03\x10\x82"),  # HEADERS
+    (1, 0x2d, 1, b"\x01\x00\x00\x00\x03\x10\x82\x00"), (9, 4, 1, b"\x82"),
+    (4, 0, 0, b"\x00\x04\x00\x01\x00\x00"), (4, 1, 0, b""),  # SETTINGS
+    (6, 0, 0, b"12345678"), (6, 1, 0, b"87654321"),  # PING
+    (8, 0, 0, b"\x00\x00\x10\x00"), (8, 0, 3, b"\x00\x00\x00\x01"),  # WINDOW_UPDATE
+    (3, 0, 1, b"\x00\x00\x00\x08"),  # RST_STREAM
+    (0, 0, 0, b""), (6, 0, 1, b"12345678"), (8, 0, 0, b"\x00\x00\x00\x00"),  # errors
+    (0, 8, 1, b"\x09abc"), (4, 1, 0, b"\x00\x04\x00\x01\x00\x00"), (6, 0, 0, b"123"),
+])
+def test_the_lean_parser_matches_h2_on_each_frame_type(frame):
+    wire = _frame_bytes(*frame)
+    if frame[0] == 1 and not frame[1] & 4:
+        wire += _frame_bytes(9, 4, frame[2], b"\x84")
+    stock = FrameBuffer(server=False)
+    ours = h2_internals.GuardedFrameBuffer(False, max_header_block=10**7)
+    stock.max_frame_size = ours.max_frame_size = 16384
+    result = _run(ours, wire, [])
+    assert result == _run(stock, wire, [])
+    assert len(result) > 2 or isinstance(result[-1], tuple)  # a frame, or an error
+
+
+def test_common_frames_skip_hyperframes_header_parser(monkeypatch):
+    """The point of the lean parser: hyperframe's ``parse_frame_header`` and frame
+    constructors are not run for HEADERS, DATA, SETTINGS, PING, WINDOW_UPDATE."""
+    server, client = _pair()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("hyperframe's header parser on the receive path")
+
+    client.send_headers(1, REQUEST)
+    client.send_data(1, b"x" * 10, end_stream=True)
+    client.ping(b"12345678")
+    client.increment_flow_control_window(1000)
+    wire = client.data_to_send()
+    monkeypatch.setattr(Frame, "parse_frame_header", staticmethod(refuse))
+    monkeypatch.setattr(HeadersFrame, "__init__", refuse)
+    events = server.receive_data(wire)
+    assert [type(e) for e in events] == [
+        h2.events.RequestReceived, h2.events.DataReceived, h2.events.StreamEnded,
+        h2.events.PingReceived, h2.events.WindowUpdated]

@@ -30,6 +30,11 @@ by ``_receive_headers_frame``)   MAX_CONCURRENT_STREAMS is refused alone (RFC 91
 ``FrameBuffer._data``            checked on the 9-byte header, header block bounded
 ``FrameBuffer._headers_buffer``  in bytes
 ``FrameBuffer._update_header_buffer``
+hyperframe frame classes built   the lean frame parser (``GuardedFrameBuffer``):
+with ``__new__``, their          the common frames built without hyperframe's
+attributes, ``Flags._flags``/    ``__init__`` chain and header parser (a third of
+``_valid_flags``, ``parse_body`` h2's receive cost), bodies parsed by hyperframe
+                                 where there is anything to check
 ``local_settings`` (replaced)    our settings in force from the preface on
 ``encoder``/``decoder``          replaced by hpack_cache's caching coders
 hpack ``HeaderTable``, its       a table that counts its changes, so hpack_cache
@@ -55,13 +60,24 @@ from h2.frame_buffer import FrameBuffer
 from hpack import Decoder, Encoder
 from hpack.table import HeaderTable
 from hyperframe.exceptions import InvalidDataError, InvalidFrameError
-from hyperframe.frame import DataFrame, Frame, GoAwayFrame, RstStreamFrame
+from hyperframe.flags import Flags
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
 
 __all__ = ["Connection", "GuardedFrameBuffer", "VersionedTable", "install_versioned_table",
            "resize_pending", "OutputPart"]
 
 _HEADERS, _PUSH_PROMISE = 0x01, 0x05  # frame types that may start a header block
-_DATA = 0x00
+_DATA, _SETTINGS = 0x00, 0x04
 _FRAME_HEADER = struct.Struct(">HBBBL")  # hyperframe's 9-byte frame header
 # DATA payloads at least this big are sent as views of the caller's buffer, beside
 # their 9-byte header, instead of being copied into h2's output buffer.
@@ -69,11 +85,56 @@ ZERO_COPY_DATA = 16 * 1024
 OutputPart = bytes | bytearray | memoryview
 
 
+class _FrameMaker:
+    """How the lean parser builds one type of frame: hyperframe's class, the flag
+    names each flag byte sets, and the stream-id rule hyperframe's ``__init__``
+    checks. The frame it builds has the attributes hyperframe's constructor and
+    ``parse_body`` give it; only DATA and HEADERS without PADDED or PRIORITY skip
+    ``parse_body`` (their body is the payload as it is)."""
+
+    __slots__ = ("cls", "flag_names", "valid_flags", "stream", "plain", "plain_mask",
+                 "defaults")
+
+    def __init__(self, cls: type[Frame], defaults: dict[str, Any]) -> None:
+        self.cls = cls
+        self.valid_flags = {flag.name for flag in cls.defined_flags}
+        self.flag_names = [tuple(flag.name for flag in cls.defined_flags if byte & flag.bit)
+                           for byte in range(256)]
+        # 1: stream id must be non-zero, 0: must be zero, None: either
+        self.stream = {"has-stream": 1, "no-stream": 0}.get(cls.stream_association or "")
+        # DATA/HEADERS without these flags (PADDED, PRIORITY) skip parse_body
+        self.plain = cls in (DataFrame, HeadersFrame)
+        self.plain_mask = 0x28 if cls is HeadersFrame else 0x08
+        self.defaults = defaults
+
+
+_MAKERS: dict[int, _FrameMaker] = {
+    maker.cls.type: maker for maker in (  # type: ignore[misc]
+        _FrameMaker(DataFrame, {"pad_length": 0}),
+        _FrameMaker(HeadersFrame, {"pad_length": 0, "depends_on": 0, "stream_weight": 0,
+                                   "exclusive": False}),
+        _FrameMaker(RstStreamFrame, {"error_code": 0}),
+        _FrameMaker(SettingsFrame, {}),  # ``settings`` is a new dict per frame
+        _FrameMaker(PingFrame, {"opaque_data": b""}),
+        _FrameMaker(WindowUpdateFrame, {"window_increment": 0}),
+        _FrameMaker(ContinuationFrame, {}),
+    )
+}
+_COPY_LIMIT = 1024  # smaller bodies are sliced off the bytearray; larger ones viewed
+
+
 class GuardedFrameBuffer(FrameBuffer):
     """h2's frame buffer, checked before it buffers: a frame header declaring more than
     our SETTINGS_MAX_FRAME_SIZE is refused as soon as its 9 bytes arrive (h2 waits for
     the whole declared frame first), and a header block (HEADERS + CONTINUATION) may
-    not grow past ``max_header_block`` bytes (h2 only counts its frames)."""
+    not grow past ``max_header_block`` bytes (h2 only counts its frames).
+
+    The frames gRPC sends all the time (DATA, HEADERS, CONTINUATION, SETTINGS, PING,
+    WINDOW_UPDATE, RST_STREAM) are parsed here, leanly: one unpack of the 9-byte
+    header and the frame's attributes set directly, with hyperframe's checks (stream
+    id rules, body length and padding via its own ``parse_body``) and h2's errors;
+    h2's parser (hyperframe's ``__init__`` chain, ``Flags``, ``parse_frame_header``)
+    costs several times more. Other frame types go through h2's ``__next__``."""
 
     def __init__(self, server: bool, max_header_block: int) -> None:
         super().__init__(server=server)
@@ -82,38 +143,52 @@ class GuardedFrameBuffer(FrameBuffer):
 
     def __next__(self) -> Any:
         data = self._data
-        if len(data) >= 9:
-            length = int.from_bytes(data[:3], "big")
+        while True:
+            if len(data) < 9:
+                raise StopIteration
+            high, low, frame_type, flag_byte, stream_id = _FRAME_HEADER.unpack_from(data)
+            length = (high << 8) + low
             if length > self.max_frame_size:
                 raise h2.exceptions.FrameTooLargeError(
                     f"frame of {length} bytes declared, max {self.max_frame_size}")
-            if data[3] == _DATA:
-                return self._next_data_frame(data)
-        return super().__next__()
-
-    def _next_data_frame(self, data: bytearray) -> Any:
-        """h2's ``__next__`` for a DATA frame, with its body parsed from a view of the
-        buffer instead of a copy (``parse_body`` copies it once, to the frame)."""
-        try:
-            frame, length = Frame.parse_frame_header(memoryview(data[:9]))
-        except (InvalidDataError, InvalidFrameError) as err:
-            raise h2.exceptions.ProtocolError(f"Received frame with invalid header: {err!s}") \
-                from err
-        if len(data) < length + 9:
-            raise StopIteration
-        self._validate_frame_length(length)
-        with memoryview(data) as view, view[9 : 9 + length] as body:
-            try:
-                frame.parse_body(body)  # keeps no view: the body is copied (tobytes)
-            except InvalidDataError as err:
+            maker = _MAKERS.get(frame_type)
+            if maker is None:
+                return super().__next__()
+            stream_id &= 0x7FFFFFFF
+            if maker.stream is not None and bool(stream_id) != maker.stream:
+                name = maker.cls.__name__
                 raise h2.exceptions.ProtocolError(
-                    "Received frame with non-compliant data") from err
-            except InvalidFrameError as err:
-                raise h2.exceptions.FrameDataMissingError(
-                    "Frame data missing or invalid") from err
-        del data[: 9 + length]
-        new_frame = self._update_header_buffer(frame)
-        return new_frame if new_frame is not None else self.__next__()
+                    "Received frame with invalid header: "
+                    + (f"Stream ID must be non-zero for {name}" if maker.stream else
+                       f"Stream ID must be zero for {name} with stream_id={stream_id}"))
+            end = 9 + length
+            if len(data) < end:
+                raise StopIteration
+            frame: Any = maker.cls.__new__(maker.cls)
+            frame.stream_id = stream_id
+            flags = Flags.__new__(Flags)
+            flags._valid_flags = maker.valid_flags
+            flags._flags = set(maker.flag_names[flag_byte])
+            frame.flags = flags
+            frame.__dict__.update(maker.defaults)
+            if maker.plain and not flag_byte & maker.plain_mask:  # the body is the payload
+                frame.body_len = length
+                if length < _COPY_LIMIT:
+                    frame.data = bytes(data[9:end])
+                else:
+                    with memoryview(data) as view:
+                        frame.data = view[9:end].tobytes()
+            else:
+                if frame_type == _SETTINGS:
+                    frame.settings = {}
+                frame.body_len = 0
+                _parse_body(frame, data, end)
+            del data[:end]
+            if self._headers_buffer or (frame_type == _HEADERS and not flag_byte & 0x04):
+                frame = self._update_header_buffer(frame)
+                if frame is None:
+                    continue
+            return frame
 
     def _update_header_buffer(self, f: Any) -> Any:
         if self._headers_buffer or (f is not None and f.type in (_HEADERS, _PUSH_PROMISE)
@@ -124,6 +199,19 @@ class GuardedFrameBuffer(FrameBuffer):
                 raise h2.exceptions.DenialOfServiceError(
                     f"header block over {self.max_header_block} bytes")
         return super()._update_header_buffer(f)
+
+
+def _parse_body(frame: Any, data: bytearray, end: int) -> None:
+    """hyperframe's ``parse_body`` on a view of the buffer, with h2's errors."""
+    with memoryview(data) as view, view[9:end] as body:
+        try:
+            frame.parse_body(body)  # keeps no view: what it keeps is copied (tobytes)
+        except InvalidDataError as err:
+            raise h2.exceptions.ProtocolError(
+                "Received frame with non-compliant data") from err
+        except InvalidFrameError as err:
+            raise h2.exceptions.FrameDataMissingError(
+                "Frame data missing or invalid") from err
 
 
 class Connection(h2.connection.H2Connection):

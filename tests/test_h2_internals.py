@@ -18,6 +18,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.stream
 import hpack
 import pytest
 from h2.frame_buffer import FrameBuffer
@@ -30,7 +31,7 @@ from hyperframe.frame import (
     RstStreamFrame,
     SettingsFrame,
 )
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dubbo.transport import h2_internals
@@ -506,3 +507,102 @@ def test_common_frames_skip_hyperframes_header_parser(monkeypatch):
     assert [type(e) for e in events] == [
         h2.events.RequestReceived, h2.events.DataReceived, h2.events.StreamEnded,
         h2.events.PingReceived, h2.events.WindowUpdated]
+
+
+# -- HEADERS received without h2's header processing (issue 11) ----------------------
+
+_BLOCKS = {
+    "request": REQUEST,
+    "response": RESPONSE,
+    "trailers": [(b"grpc-status", b"0")],
+    "informational": [(b":status", b"103")],
+    "sized": [(b":status", b"200"), (b"content-length", b"3")],
+    "bad-size": [(b":method", b"POST"), (b"content-length", b"x")],
+}
+
+
+def _production(client_side: bool, max_streams: int | None) -> Connection:
+    """A connection configured as the transport configures its own."""
+    config = h2.config.H2Configuration(
+        client_side=client_side, header_encoding=None,
+        validate_outbound_headers=False, normalize_outbound_headers=False,
+        validate_inbound_headers=False, normalize_inbound_headers=False)
+    return new_h2_connection(config, 16384, max_streams)
+
+
+def _replay(fast: bool, client_side: bool, limited: bool, ops: list[tuple]) -> list[object]:
+    """Our connection fed a scripted peer's frames, h2's HEADERS handling on or off:
+    everything it does (events, bytes out, errors, stream states) as plain values."""
+    conn = _production(client_side, 2 if not client_side else None)
+    conn.streams_limited_by_us = limited
+    conn._plain_inbound_headers = fast
+    conn.initiate_connection()
+    peer = h2.connection.H2Connection(h2.config.H2Configuration(client_side=not client_side))
+    peer.initiate_connection()
+    conn.receive_data(peer.data_to_send())
+    conn.data_to_send()
+    encoder = hpack.Encoder()
+    seen: list[object] = []
+    for op, stream_id, flag, kind in ops:
+        try:
+            if op == "send":  # our side opens or answers a stream
+                conn.send_headers(stream_id, _BLOCKS["request" if client_side else "response"],
+                                  end_stream=flag)
+                seen.append(conn.data_to_send())
+                continue
+            if op == "headers":
+                block = b"\xff\xff\xff\x7f" if kind == "garbage" else \
+                    encoder.encode(_BLOCKS[kind])
+                frame: Frame = HeadersFrame(stream_id, data=block)
+                frame.flags.add("END_HEADERS")
+                if flag:
+                    frame.flags.add("END_STREAM")
+                if kind == "request" and stream_id == 7:
+                    frame.flags.add("PRIORITY")
+                    frame.depends_on = 1
+            elif op == "data":
+                frame = DataFrame(stream_id, data=b"abc")
+                if flag:
+                    frame.flags.add("END_STREAM")
+            else:
+                frame = RstStreamFrame(stream_id, error_code=8)
+            events = conn.receive_data(frame.serialize())
+            seen.append(repr(events))
+            seen.append(conn.data_to_send())
+        except h2.exceptions.ProtocolError as exc:
+            seen.append((type(exc), str(exc), conn.data_to_send()))
+            break
+    seen.append({i: (s.state_machine.state, s.closed_by) for i, s in conn.streams.items()})
+    seen.append((dict(conn._closed_streams), conn.highest_inbound_stream_id,
+                 conn.state_machine.state))
+    return seen
+
+
+_OP = st.tuples(st.sampled_from(["headers", "headers", "data", "rst", "send"]),
+                st.sampled_from([1, 3, 5, 7, 2]), st.booleans(),
+                st.sampled_from([*_BLOCKS, "garbage"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(client_side=st.booleans(), limited=st.booleans(), ops=st.lists(_OP, max_size=8))
+@example(client_side=False, limited=True, ops=[  # a closed stream forgotten, then a new one
+    ("headers", 1, True, "request"), ("rst", 1, False, ""), ("headers", 3, True, "request"),
+    ("send", 3, True, ""), ("headers", 5, False, "request"), ("headers", 3, True, "request")])
+def test_headers_received_the_short_way_do_what_h2_does(client_side, limited, ops):
+    """Same events (every field), bytes sent, errors and stream states as h2's own
+    ``_receive_headers_frame``, for any sequence of frames from the peer."""
+    assert _replay(True, client_side, limited, ops) == _replay(False, client_side, limited, ops)
+
+
+def test_headers_take_the_short_way_in_the_transports_configuration(monkeypatch):
+    conn = _production(False, None)
+    conn.streams_limited_by_us = True
+    assert conn._plain_inbound_headers, _changed("H2Configuration's inbound header options")
+    conn.initiate_connection()
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    client.send_headers(1, REQUEST, end_stream=True)
+    monkeypatch.setattr(h2.stream.H2Stream, "receive_headers", None)  # not called
+    events = conn.receive_data(client.data_to_send())
+    assert [type(e) for e in events][-2:] == [h2.events.RequestReceived, h2.events.StreamEnded]
+    assert events[-2].headers == REQUEST and events[-2].stream_ended is events[-1]

@@ -30,6 +30,13 @@ by ``_receive_headers_frame``)   MAX_CONCURRENT_STREAMS is refused alone (RFC 91
 ``FrameBuffer._data``            checked on the 9-byte header, header block bounded
 ``FrameBuffer._headers_buffer``  in bytes
 ``FrameBuffer._update_header_buffer``
+``_receive_headers_frame``,      re-implemented for HEADERS without PRIORITY when
+``_decode_headers``,             h2 neither normalizes nor validates received
+``H2Stream`` (built), its        headers (our configuration): h2 builds header-
+``state_machine``,               validation flags for nothing and opens a stream
+``_initialize_content_length``,  through several layers; same checks, events and
+``_closed_streams``,             errors otherwise (a differential test pins it)
+``highest_inbound_stream_id``
 hyperframe frame classes built   the lean frame parser (``GuardedFrameBuffer``):
 with ``__new__``, their          the common frames built without hyperframe's
 attributes, ``Flags._flags``/    ``__init__`` chain and header parser (a third of
@@ -56,7 +63,9 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.stream
 from h2.frame_buffer import FrameBuffer
+from h2.utilities import is_informational_response
 from hpack import Decoder, Encoder
 from hpack.table import HeaderTable
 from hyperframe.exceptions import InvalidDataError, InvalidFrameError
@@ -78,6 +87,10 @@ __all__ = ["Connection", "GuardedFrameBuffer", "VersionedTable", "install_versio
 
 _HEADERS, _PUSH_PROMISE = 0x01, 0x05  # frame types that may start a header block
 _DATA, _SETTINGS = 0x00, 0x04
+_CLOSED = h2.stream.StreamState.CLOSED
+_RECV_HEADERS = h2.connection.ConnectionInputs.RECV_HEADERS
+_STREAM_RECV_HEADERS = h2.stream.StreamInputs.RECV_HEADERS
+_STREAM_RECV_END_STREAM = h2.stream.StreamInputs.RECV_END_STREAM
 _FRAME_HEADER = struct.Struct(">HBBBL")  # hyperframe's 9-byte frame header
 # DATA payloads at least this big are sent as views of the caller's buffer, beside
 # their 9-byte header, instead of being copied into h2's output buffer.
@@ -241,6 +254,10 @@ class Connection(h2.connection.H2Connection):
         self.local_settings = h2.settings.Settings(client=config.client_side,
                                                    initial_values=settings)
         self.max_inbound_frame_size = self.local_settings.max_frame_size
+        # Received headers reach events as decoded (_receive_headers_frame).
+        self._plain_inbound_headers = not (config.normalize_inbound_headers
+                                           or config.validate_inbound_headers
+                                           or isinstance(config.header_encoding, str))
         self._keep_open_after_goaway()
 
     # -- what h2 reads ---------------------------------------------------------------
@@ -249,6 +266,63 @@ class Connection(h2.connection.H2Connection):
     def open_inbound_streams(self) -> int:
         count = self._open_streams(int(not self.config.client_side))  # purges closed ones
         return 0 if self.streams_limited_by_us else count
+
+    def _receive_headers_frame(self, frame: Any) -> Any:
+        """h2's, shortened for the HEADERS gRPC sends all the time (a server's new
+        stream, a client's response headers and trailers), when h2 neither normalizes
+        nor validates received headers (the transport's configuration): no header
+        validation flags built for nothing, no stream-id enum built per frame, the
+        stream opened inline. Same checks, state machines, events and errors as h2;
+        anything else (PRIORITY, a stream the peer may not open, h2 counting our
+        MAX_CONCURRENT_STREAMS) goes to h2's."""
+        config = self.config
+        if not self._plain_inbound_headers or "PRIORITY" in frame.flags:
+            return super()._receive_headers_frame(frame)
+        stream_id = frame.stream_id
+        streams = self.streams
+        stream = streams.get(stream_id)
+        if stream is None:
+            if not self.streams_limited_by_us or stream_id % 2 == config.client_side:
+                return super()._receive_headers_frame(frame)
+            # h2's open_inbound_streams: forget closed streams; the count is ours to
+            # check (streams_limited_by_us), h2's limit is then 1 > max.
+            closed = [i for i, each in streams.items() if each.state_machine.state == _CLOSED]
+            for i in closed:
+                self._closed_streams[i] = streams.pop(i).closed_by
+            max_open = self.local_settings.max_concurrent_streams
+            if max_open < 1:
+                raise h2.exceptions.TooManyStreamsError(
+                    f"Max inbound streams is {max_open}, 0 open")
+        headers = h2.connection._decode_headers(self.decoder, frame.data)
+        events = self.state_machine.process_input(_RECV_HEADERS)
+        if stream is None:  # h2's _begin_new_stream, for a stream id of the peer's
+            highest = self.highest_inbound_stream_id
+            if stream_id <= highest:
+                raise h2.exceptions.StreamIDTooLowError(stream_id, highest)
+            stream = h2.stream.H2Stream(
+                stream_id, config=config,
+                inbound_window_size=self.local_settings.initial_window_size,
+                outbound_window_size=self.remote_settings.initial_window_size)
+            stream.max_outbound_frame_size = self.max_outbound_frame_size
+            streams[stream_id] = stream
+            self.highest_inbound_stream_id = stream_id
+        end_stream = "END_STREAM" in frame.flags
+        if is_informational_response(headers):
+            frames, stream_events = stream.receive_headers(headers, end_stream, None)
+            return frames, events + stream_events
+        # h2's H2Stream.receive_headers without the header processing it skips
+        state_machine = stream.state_machine
+        stream_events = state_machine.process_input(_STREAM_RECV_HEADERS)
+        headers_event: Any = stream_events[0]
+        if end_stream:
+            ended = state_machine.process_input(_STREAM_RECV_END_STREAM)
+            headers_event.stream_ended = ended[0]
+            stream_events += ended
+        stream._initialize_content_length(headers)
+        if not end_stream and isinstance(headers_event, h2.events.TrailersReceived):
+            raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set")
+        headers_event.headers = list(headers)
+        return [], events + stream_events
 
     def _receive_frame(self, frame: Any) -> list[h2.events.Event]:
         events: list[h2.events.Event]  # h2's dispatch table and exceptions are untyped

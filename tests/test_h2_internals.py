@@ -606,3 +606,25 @@ def test_headers_take_the_short_way_in_the_transports_configuration(monkeypatch)
     events = conn.receive_data(client.data_to_send())
     assert [type(e) for e in events][-2:] == [h2.events.RequestReceived, h2.events.StreamEnded]
     assert events[-2].headers == REQUEST and events[-2].stream_ended is events[-1]
+
+
+@pytest.mark.parametrize("wire", [
+    b"\x00\x00\x05\x00\x08\x00\x00\x00\x01" + b"\x0a" + b"x" * 4,  # padding too long
+    b"\x00\x00\x03\x06\x00\x00\x00\x00\x00" + b"abc",  # PING of 3 bytes
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00",  # DATA on stream 0
+])
+def test_receive_data_ends_the_connection_as_h2_does(wire):
+    """Our ``receive_data``: the same ProtocolError and GOAWAY as h2's own."""
+    stock = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=False, header_encoding=None))
+    stock.initiate_connection()
+    stock.receive_data(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize())
+    results = []
+    for conn in (_pair()[0], stock):
+        conn.data_to_send()
+        with pytest.raises(h2.exceptions.ProtocolError) as err:
+            conn.receive_data(wire)
+        sent = [(type(f), vars(f).get("error_code")) for f in _frames(conn.data_to_send())]
+        results.append((type(err.value), str(err.value), sent))
+    assert results[0] == results[1]
+    assert [kind for kind, _ in results[0][2]] == [GoAwayFrame]

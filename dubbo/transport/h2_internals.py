@@ -24,8 +24,9 @@ by ``_receive_headers_frame``)   MAX_CONCURRENT_STREAMS is refused alone (RFC 91
 ``_prepare_for_sending``         without a copy, and a large DATA frame's payload
 ``DataFrame`` flags/body_len     kept as a view beside it (``take_output``): h2
                                  copies a 1 MiB frame five times on its way out
-``FrameBuffer.__next__``         a DATA frame's body parsed from a view of the
-                                 buffer, not from a copy of it
+``H2Connection.receive_data``    re-implemented without a trace log per read,
+``FrameBuffer.__next__``         frames taken with ``next_frame`` (no
+                                 StopIteration per read)
 ``incoming_buffer``              replaced by ``GuardedFrameBuffer``: frame size
 ``FrameBuffer._data``            checked on the 9-byte header, header block bounded
 ``FrameBuffer._headers_buffer``  in bytes
@@ -68,7 +69,7 @@ from h2.frame_buffer import FrameBuffer
 from h2.utilities import is_informational_response
 from hpack import Decoder, Encoder
 from hpack.table import HeaderTable
-from hyperframe.exceptions import InvalidDataError, InvalidFrameError
+from hyperframe.exceptions import InvalidDataError, InvalidFrameError, InvalidPaddingError
 from hyperframe.flags import Flags
 from hyperframe.frame import (
     ContinuationFrame,
@@ -98,26 +99,46 @@ ZERO_COPY_DATA = 16 * 1024
 OutputPart = bytes | bytearray | memoryview
 
 
-class _FrameMaker:
-    """How the lean parser builds one type of frame: hyperframe's class, the flag
-    names each flag byte sets, and the stream-id rule hyperframe's ``__init__``
-    checks. The frame it builds has the attributes hyperframe's constructor and
-    ``parse_body`` give it; only DATA and HEADERS without PADDED or PRIORITY skip
-    ``parse_body`` (their body is the payload as it is)."""
+class _SharedFlags(Flags):
+    """The flags of received frames, one object per frame type and flag byte, shared:
+    h2 only reads them (``"END_STREAM" in frame.flags``). The one frame h2 changes,
+    a HEADERS without END_HEADERS that its frame buffer completes, gets flags of its
+    own (``_fresh_flags``); any other change is a bug, and raises."""
 
-    __slots__ = ("cls", "flag_names", "valid_flags", "stream", "plain", "plain_mask",
-                 "defaults")
+    def add(self, value: str) -> None:
+        raise TypeError("the flags of a received frame are shared: not to be changed")
+
+    def discard(self, value: str) -> None:
+        raise TypeError("the flags of a received frame are shared: not to be changed")
+
+
+def _fresh_flags(shared: Flags) -> Flags:
+    flags = Flags.__new__(Flags)
+    flags._valid_flags = shared._valid_flags
+    flags._flags = set(shared._flags)
+    return flags
+
+
+class _FrameMaker:
+    """How the lean parser builds one type of frame: hyperframe's class, the flags
+    each flag byte sets, and the stream-id rule hyperframe's ``__init__`` checks.
+    The frame built has the attributes hyperframe's constructor and ``parse_body``
+    give it; only DATA and HEADERS without PADDED or PRIORITY skip ``parse_body``
+    (their body is the payload as it is)."""
+
+    __slots__ = ("cls", "flags", "stream", "defaults")
 
     def __init__(self, cls: type[Frame], defaults: dict[str, Any]) -> None:
         self.cls = cls
-        self.valid_flags = {flag.name for flag in cls.defined_flags}
-        self.flag_names = [tuple(flag.name for flag in cls.defined_flags if byte & flag.bit)
-                           for byte in range(256)]
+        valid = {flag.name for flag in cls.defined_flags}
+        self.flags: list[Flags] = []
+        for byte in range(256):
+            flags = _SharedFlags.__new__(_SharedFlags)
+            flags._valid_flags = valid
+            flags._flags = {flag.name for flag in cls.defined_flags if byte & flag.bit}
+            self.flags.append(flags)
         # 1: stream id must be non-zero, 0: must be zero, None: either
         self.stream = {"has-stream": 1, "no-stream": 0}.get(cls.stream_association or "")
-        # DATA/HEADERS without these flags (PADDED, PRIORITY) skip parse_body
-        self.plain = cls in (DataFrame, HeadersFrame)
-        self.plain_mask = 0x28 if cls is HeadersFrame else 0x08
         self.defaults = defaults
 
 
@@ -155,10 +176,17 @@ class GuardedFrameBuffer(FrameBuffer):
         self._header_block_size = 0
 
     def __next__(self) -> Any:
+        frame = self.next_frame()
+        if frame is None:
+            raise StopIteration
+        return frame
+
+    def next_frame(self) -> Any:
+        """The next complete frame, or None (``__next__`` without StopIteration)."""
         data = self._data
         while True:
             if len(data) < 9:
-                raise StopIteration
+                return None
             high, low, frame_type, flag_byte, stream_id = _FRAME_HEADER.unpack_from(data)
             length = (high << 8) + low
             if length > self.max_frame_size:
@@ -166,7 +194,10 @@ class GuardedFrameBuffer(FrameBuffer):
                     f"frame of {length} bytes declared, max {self.max_frame_size}")
             maker = _MAKERS.get(frame_type)
             if maker is None:
-                return super().__next__()
+                try:
+                    return super().__next__()
+                except StopIteration:
+                    return None
             stream_id &= 0x7FFFFFFF
             if maker.stream is not None and bool(stream_id) != maker.stream:
                 name = maker.cls.__name__
@@ -176,27 +207,28 @@ class GuardedFrameBuffer(FrameBuffer):
                        f"Stream ID must be zero for {name} with stream_id={stream_id}"))
             end = 9 + length
             if len(data) < end:
-                raise StopIteration
+                return None
             frame: Any = maker.cls.__new__(maker.cls)
             frame.stream_id = stream_id
-            flags = Flags.__new__(Flags)
-            flags._valid_flags = maker.valid_flags
-            flags._flags = set(maker.flag_names[flag_byte])
-            frame.flags = flags
-            frame.__dict__.update(maker.defaults)
-            if maker.plain and not flag_byte & maker.plain_mask:  # the body is the payload
+            frame.flags = maker.flags[flag_byte]
+            if frame_type == _DATA and not flag_byte & 0x08:  # the body is the payload
+                frame.pad_length = 0
                 frame.body_len = length
-                if length < _COPY_LIMIT:
-                    frame.data = bytes(data[9:end])
-                else:
-                    with memoryview(data) as view:
-                        frame.data = view[9:end].tobytes()
+                frame.data = bytes(data[9:end]) if length < _COPY_LIMIT else _copy(data, end)
+            elif frame_type == _HEADERS and not flag_byte & 0x28:  # neither does PRIORITY
+                frame.pad_length = frame.depends_on = frame.stream_weight = 0
+                frame.exclusive = False
+                frame.body_len = length
+                frame.data = bytes(data[9:end]) if length < _COPY_LIMIT else _copy(data, end)
             else:
+                frame.__dict__.update(maker.defaults)
                 if frame_type == _SETTINGS:
                     frame.settings = {}
                 frame.body_len = 0
                 _parse_body(frame, data, end)
             del data[:end]
+            if frame_type == _HEADERS and not flag_byte & 0x04:
+                frame.flags = _fresh_flags(frame.flags)  # END_HEADERS is added to it
             if self._headers_buffer or (frame_type == _HEADERS and not flag_byte & 0x04):
                 frame = self._update_header_buffer(frame)
                 if frame is None:
@@ -212,6 +244,12 @@ class GuardedFrameBuffer(FrameBuffer):
                 raise h2.exceptions.DenialOfServiceError(
                     f"header block over {self.max_header_block} bytes")
         return super()._update_header_buffer(f)
+
+
+def _copy(data: bytearray, end: int) -> bytes:
+    """The payload of a large frame, copied once (a bytearray slice is a copy)."""
+    with memoryview(data) as view:
+        return view[9:end].tobytes()
 
 
 def _parse_body(frame: Any, data: bytearray, end: int) -> None:
@@ -266,6 +304,25 @@ class Connection(h2.connection.H2Connection):
     def open_inbound_streams(self) -> int:
         count = self._open_streams(int(not self.config.client_side))  # purges closed ones
         return 0 if self.streams_limited_by_us else count
+
+    def receive_data(self, data: Any) -> list[h2.events.Event]:
+        """h2's, without its trace log of every read and with no StopIteration
+        per read (``GuardedFrameBuffer.next_frame``)."""
+        events: list[h2.events.Event] = []
+        buffer: GuardedFrameBuffer = self.incoming_buffer  # type: ignore[assignment]
+        buffer.add_data(data)
+        buffer.max_frame_size = self.max_inbound_frame_size
+        receive = self._receive_frame
+        try:
+            while (frame := buffer.next_frame()) is not None:
+                events += receive(frame)
+        except InvalidPaddingError as err:
+            self._terminate_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            raise h2.exceptions.ProtocolError("Received frame with invalid padding.") from err
+        except h2.exceptions.ProtocolError as err:
+            self._terminate_connection(err.error_code)
+            raise
+        return events
 
     def _receive_headers_frame(self, frame: Any) -> Any:
         """h2's, shortened for the HEADERS gRPC sends all the time (a server's new

@@ -9,6 +9,7 @@ against a plain h2 peer, byte for byte.
 from __future__ import annotations
 
 import configparser
+import functools
 import importlib.metadata
 import pathlib
 import re
@@ -531,11 +532,16 @@ def _production(client_side: bool, max_streams: int | None) -> Connection:
 
 
 def _replay(fast: bool, client_side: bool, limited: bool, ops: list[tuple]) -> list[object]:
-    """Our connection fed a scripted peer's frames, h2's HEADERS handling on or off:
+    """Our connection fed a scripted peer's frames, with our HEADERS and DATA handlers
+    or h2's:
     everything it does (events, bytes out, errors, stream states) as plain values."""
     conn = _production(client_side, 2 if not client_side else None)
     conn.streams_limited_by_us = limited
-    conn._plain_inbound_headers = fast
+    if not fast:  # h2's own handlers
+        table = conn._frame_dispatch_table
+        table[HeadersFrame] = functools.partial(
+            h2.connection.H2Connection._receive_headers_frame, conn)
+        table[DataFrame] = functools.partial(h2.connection.H2Connection._receive_data_frame, conn)
     conn.initiate_connection()
     peer = h2.connection.H2Connection(h2.config.H2Configuration(client_side=not client_side))
     peer.initiate_connection()
@@ -561,9 +567,12 @@ def _replay(fast: bool, client_side: bool, limited: bool, ops: list[tuple]) -> l
                     frame.flags.add("PRIORITY")
                     frame.depends_on = 1
             elif op == "data":
-                frame = DataFrame(stream_id, data=b"abc")
+                frame = DataFrame(stream_id, data=b"abc" * (kind == "sized" or 1000))
                 if flag:
                     frame.flags.add("END_STREAM")
+                if kind == "garbage":
+                    frame.flags.add("PADDED")
+                    frame.pad_length = 2
             else:
                 frame = RstStreamFrame(stream_id, error_code=8)
             events = conn.receive_data(frame.serialize())
@@ -574,7 +583,8 @@ def _replay(fast: bool, client_side: bool, limited: bool, ops: list[tuple]) -> l
             break
     seen.append({i: (s.state_machine.state, s.closed_by) for i, s in conn.streams.items()})
     seen.append((dict(conn._closed_streams), conn.highest_inbound_stream_id,
-                 conn.state_machine.state))
+                 conn.state_machine.state, vars(conn._inbound_flow_control_window_manager),
+                 {i: vars(s._inbound_window_manager) for i, s in conn.streams.items()}))
     return seen
 
 
@@ -588,9 +598,13 @@ _OP = st.tuples(st.sampled_from(["headers", "headers", "data", "rst", "send"]),
 @example(client_side=False, limited=True, ops=[  # a closed stream forgotten, then a new one
     ("headers", 1, True, "request"), ("rst", 1, False, ""), ("headers", 3, True, "request"),
     ("send", 3, True, ""), ("headers", 5, False, "request"), ("headers", 3, True, "request")])
-def test_headers_received_the_short_way_do_what_h2_does(client_side, limited, ops):
-    """Same events (every field), bytes sent, errors and stream states as h2's own
-    ``_receive_headers_frame``, for any sequence of frames from the peer."""
+@example(client_side=False, limited=True, ops=[  # padded DATA, DATA after END_STREAM
+    ("headers", 1, False, "request"), ("data", 1, False, "garbage"), ("data", 1, True, ""),
+    ("data", 1, False, "")])
+def test_headers_and_data_received_the_short_way_do_what_h2_does(client_side, limited, ops):
+    """Same events (every field), bytes sent, errors, stream states and windows as
+    h2's own ``_receive_headers_frame`` and ``_receive_data_frame``, for any sequence
+    of frames from the peer."""
     assert _replay(True, client_side, limited, ops) == _replay(False, client_side, limited, ops)
 
 
@@ -628,3 +642,12 @@ def test_receive_data_ends_the_connection_as_h2_does(wire):
         results.append((type(err.value), str(err.value), sent))
     assert results[0] == results[1]
     assert [kind for kind, _ in results[0][2]] == [GoAwayFrame]
+
+
+def test_an_open_connection_takes_headers_and_data_as_it_is():
+    """Why the short ways skip the connection state machine when it is open."""
+    table = h2.connection.H2ConnectionStateMachine._transitions
+    inputs = h2.connection.ConnectionInputs
+    for state in h2_internals._CONNECTION_OPEN:
+        for received in (inputs.RECV_HEADERS, inputs.RECV_DATA):
+            assert table[(state, received)] == (None, state), _changed("connection states")

@@ -38,6 +38,10 @@ by ``_receive_headers_frame``)   MAX_CONCURRENT_STREAMS is refused alone (RFC 91
 ``_initialize_content_length``,  through several layers; same checks, events and
 ``_closed_streams``,             errors otherwise (a differential test pins it)
 ``highest_inbound_stream_id``
+``_receive_data_frame``,         re-implemented for DATA on an open stream of an
+``_inbound_flow_control_window_  open connection: the connection's state machine
+manager``, ``_handle_data_on_    and stream lookups skipped, h2's stream and
+closed_stream``                  window bookkeeping as they are
 hyperframe frame classes built   the lean frame parser (``GuardedFrameBuffer``):
 with ``__new__``, their          the common frames built without hyperframe's
 attributes, ``Flags._flags``/    ``__init__`` chain and header parser (a third of
@@ -89,6 +93,8 @@ __all__ = ["Connection", "GuardedFrameBuffer", "VersionedTable", "install_versio
 _HEADERS, _PUSH_PROMISE = 0x01, 0x05  # frame types that may start a header block
 _DATA, _SETTINGS = 0x00, 0x04
 _CLOSED = h2.stream.StreamState.CLOSED
+_CONNECTION_OPEN = (h2.connection.ConnectionState.CLIENT_OPEN,
+                    h2.connection.ConnectionState.SERVER_OPEN)
 _RECV_HEADERS = h2.connection.ConnectionInputs.RECV_HEADERS
 _STREAM_RECV_HEADERS = h2.stream.StreamInputs.RECV_HEADERS
 _STREAM_RECV_END_STREAM = h2.stream.StreamInputs.RECV_END_STREAM
@@ -351,7 +357,9 @@ class Connection(h2.connection.H2Connection):
                 raise h2.exceptions.TooManyStreamsError(
                     f"Max inbound streams is {max_open}, 0 open")
         headers = h2.connection._decode_headers(self.decoder, frame.data)
-        events = self.state_machine.process_input(_RECV_HEADERS)
+        # an open connection takes HEADERS and stays as it is (h2's table)
+        events = [] if self.state_machine.state in _CONNECTION_OPEN else \
+            self.state_machine.process_input(_RECV_HEADERS)
         if stream is None:  # h2's _begin_new_stream, for a stream id of the peer's
             highest = self.highest_inbound_stream_id
             if stream_id <= highest:
@@ -380,6 +388,22 @@ class Connection(h2.connection.H2Connection):
             raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set")
         headers_event.headers = list(headers)
         return [], events + stream_events
+
+    def _receive_data_frame(self, frame: Any) -> Any:
+        """h2's, for DATA on a stream h2 still holds open, on an open connection
+        (which takes DATA and stays as it is); anything else goes to h2's."""
+        stream = self.streams.get(frame.stream_id)
+        if (stream is None or stream.state_machine.state == _CLOSED
+                or self.state_machine.state not in _CONNECTION_OPEN):
+            return super()._receive_data_frame(frame)
+        length = len(frame.data)  # hyperframe's flow_controlled_length
+        if "PADDED" in frame.flags:
+            length += frame.pad_length + 1
+        self._inbound_flow_control_window_manager.window_consumed(length)
+        try:
+            return stream.receive_data(frame.data, "END_STREAM" in frame.flags, length)
+        except h2.exceptions.StreamClosedError as exc:  # half-closed by the peer
+            return self._handle_data_on_closed_stream([], exc, frame)
 
     def _receive_frame(self, frame: Any) -> list[h2.events.Event]:
         events: list[h2.events.Event]  # h2's dispatch table and exceptions are untyped

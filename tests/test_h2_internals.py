@@ -581,6 +581,10 @@ def _replay(fast: bool, client_side: bool, limited: bool, ops: list[tuple]) -> l
         except h2.exceptions.ProtocolError as exc:
             seen.append((type(exc), str(exc), conn.data_to_send()))
             break
+    remainder = int(not client_side)
+    for before in (3, 5, 9):  # our count of open streams is h2's H2Stream.open
+        assert conn.count_open_inbound(before=before) == sum(
+            1 for i, s in conn.streams.items() if i < before and i % 2 == remainder and s.open)
     seen.append({i: (s.state_machine.state, s.closed_by) for i, s in conn.streams.items()})
     seen.append((dict(conn._closed_streams), conn.highest_inbound_stream_id,
                  conn.state_machine.state, vars(conn._inbound_flow_control_window_manager),

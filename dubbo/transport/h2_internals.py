@@ -424,7 +424,8 @@ class Connection(h2.connection.H2Connection):
             if self._stream_is_closed_by_end(exc.stream_id):
                 raise h2.exceptions.StreamClosedError(exc.stream_id) from exc
             raise
-        self._prepare_for_sending(frames)
+        if frames:
+            self._prepare_for_sending(frames)
         return events
 
     # -- what we ask ------------------------------------------------------------------
@@ -435,8 +436,13 @@ class Connection(h2.connection.H2Connection):
         remainder = int(not self.config.client_side)
         if before is None:
             return self._open_streams(remainder)
-        return sum(1 for stream_id, stream in self.streams.items()
-                   if stream_id < before and stream_id % 2 == remainder and stream.open)
+        is_open = h2.stream.STREAM_OPEN  # what H2Stream.open reads, by state
+        count = 0
+        for stream_id, stream in self.streams.items():
+            if stream_id < before and stream_id % 2 == remainder and \
+                    is_open[stream.state_machine.state]:
+                count += 1
+        return count
 
     def sending_open(self, stream_id: int) -> bool:
         """True while we may still send on ``stream_id`` (not closed, not forgotten)."""

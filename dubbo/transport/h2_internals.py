@@ -17,7 +17,8 @@ private part                     why
 ``StreamClosedError._events``
 ``open_inbound_streams`` (read   turned off, so a stream over our
 by ``_receive_headers_frame``)   MAX_CONCURRENT_STREAMS is refused alone (RFC 9113
-``_open_streams``, ``streams``   §5.1.2), not by tearing the connection down
+``_open_streams``, ``streams``,  §5.1.2), not by tearing the connection down;
+``h2.stream.STREAM_OPEN``        the owner counts open streams itself
 ``state_machine.state``          put back after a GOAWAY, sent or received, so that
 ``_frame_dispatch_table``        streams already running drain (gRPC's GOAWAY)
 ``_data_to_send``                peeked, without the lock, to skip a flush; taken

@@ -340,7 +340,8 @@ class Connection(h2.connection.H2Connection):
         anything else (PRIORITY, a stream the peer may not open, h2 counting our
         MAX_CONCURRENT_STREAMS) goes to h2's."""
         config = self.config
-        if not self._plain_inbound_headers or "PRIORITY" in frame.flags:
+        flags = frame.flags._flags  # the set behind Flags.__contains__, a Python call
+        if not self._plain_inbound_headers or "PRIORITY" in flags:
             return super()._receive_headers_frame(frame)
         stream_id = frame.stream_id
         streams = self.streams
@@ -372,7 +373,7 @@ class Connection(h2.connection.H2Connection):
             stream.max_outbound_frame_size = self.max_outbound_frame_size
             streams[stream_id] = stream
             self.highest_inbound_stream_id = stream_id
-        end_stream = "END_STREAM" in frame.flags
+        end_stream = "END_STREAM" in flags
         if is_informational_response(headers):
             frames, stream_events = stream.receive_headers(headers, end_stream, None)
             return frames, events + stream_events
@@ -385,7 +386,7 @@ class Connection(h2.connection.H2Connection):
             headers_event.stream_ended = ended[0]
             stream_events += ended
         stream._initialize_content_length(headers)
-        if not end_stream and isinstance(headers_event, h2.events.TrailersReceived):
+        if not end_stream and type(headers_event) is h2.events.TrailersReceived:
             raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set")
         headers_event.headers = list(headers)
         return [], events + stream_events
@@ -397,12 +398,13 @@ class Connection(h2.connection.H2Connection):
         if (stream is None or stream.state_machine.state == _CLOSED
                 or self.state_machine.state not in _CONNECTION_OPEN):
             return super()._receive_data_frame(frame)
+        flags = frame.flags._flags  # the set behind Flags.__contains__, a Python call
         length = len(frame.data)  # hyperframe's flow_controlled_length
-        if "PADDED" in frame.flags:
+        if "PADDED" in flags:
             length += frame.pad_length + 1
         self._inbound_flow_control_window_manager.window_consumed(length)
         try:
-            return stream.receive_data(frame.data, "END_STREAM" in frame.flags, length)
+            return stream.receive_data(frame.data, "END_STREAM" in flags, length)
         except h2.exceptions.StreamClosedError as exc:  # half-closed by the peer
             return self._handle_data_on_closed_stream([], exc, frame)
 

@@ -9,6 +9,7 @@ against a plain h2 peer, byte for byte.
 from __future__ import annotations
 
 import configparser
+import functools
 import importlib.metadata
 import pathlib
 import re
@@ -18,8 +19,10 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.stream
 import hpack
 import pytest
+from h2.frame_buffer import FrameBuffer
 from hyperframe.frame import (
     ContinuationFrame,
     DataFrame,
@@ -29,6 +32,8 @@ from hyperframe.frame import (
     RstStreamFrame,
     SettingsFrame,
 )
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from dubbo.transport import h2_internals
 from dubbo.transport.connection import (
@@ -409,3 +414,244 @@ def test_a_data_frame_is_parsed_from_the_buffer_and_the_buffer_released():
     bad = b"\x00\x00\x05\x00\x08\x00\x00\x00\x03" + b"\x0a" + b"x" * 4
     with pytest.raises(h2.exceptions.ProtocolError):
         server.receive_data(bad)
+
+
+# -- the lean frame parser (issue 11): the frames and errors of h2's own ----------------
+
+
+def _frame_bytes(frame_type: int, flags: int, stream_id: int, body: bytes) -> bytes:
+    return (len(body).to_bytes(3, "big") + bytes([frame_type, flags])
+            + stream_id.to_bytes(4, "big") + body)
+
+
+def _describe(frame: Frame) -> tuple[object, ...]:
+    attrs = {k: v for k, v in vars(frame).items() if k != "flags"}
+    return (type(frame), sorted(frame.flags), attrs)
+
+
+def _run(buffer: FrameBuffer, wire: bytes, cuts: list[int]) -> list[object]:
+    """What a frame buffer yields for ``wire`` fed in pieces: frames, then the error
+    (type and message) or what is left buffered."""
+    seen: list[object] = []
+    start = 0
+    for end in [*sorted(cuts), len(wire)]:
+        buffer.add_data(wire[start:end])
+        start = max(start, end)
+        try:
+            seen.extend(_describe(frame) for frame in buffer)
+        except Exception as exc:  # noqa: BLE001  # compared, type and message
+            return [*seen, (type(exc), str(exc))]
+    return [*seen, bytes(buffer._data), len(buffer._headers_buffer)]
+
+
+_FRAME = st.tuples(
+    st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0x0c, 0xfe]),  # all + unknown
+    st.sampled_from([0, 1, 4, 5, 8, 9, 0x20, 0x24, 0x25, 0x2d, 0xff]),
+    st.sampled_from([0, 1, 2, 3, 0x80000001]),
+    st.sampled_from([0, 1, 3, 4, 5, 6, 7, 8, 9, 12, 40, 1100]).flatmap(
+        lambda n: st.binary(min_size=n, max_size=n)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(frames=st.lists(_FRAME, max_size=6), garbage=st.binary(max_size=12),
+       cuts=st.lists(st.integers(0, 2400), max_size=4))
+def test_the_lean_parser_yields_what_h2s_frame_buffer_yields(frames, garbage, cuts):
+    """Same frames (class, flags, every attribute), same errors with the same
+    messages, same bytes left over, for any sequence of frames, split anywhere."""
+    wire = b"".join(_frame_bytes(*frame) for frame in frames) + garbage
+    stock = FrameBuffer(server=False)
+    ours = h2_internals.GuardedFrameBuffer(False, max_header_block=10**7)
+    stock.max_frame_size = ours.max_frame_size = 2**24 - 1
+    assert _run(ours, wire, cuts) == _run(stock, wire, cuts)
+
+
+@pytest.mark.parametrize("frame", [
+    (0, 0, 1, b"abc"), (0, 1, 3, b"x" * 2000), (0, 8, 1, b"\x02abcd"),  # DATA
+    (1, 4, 1, b"\x82"), (1, 0x25, 1, b"\x00\x00\x00\x03\x10\x82"),  # HEADERS
+    (1, 0x2d, 1, b"\x01\x00\x00\x00\x03\x10\x82\x00"), (9, 4, 1, b"\x82"),
+    (4, 0, 0, b"\x00\x04\x00\x01\x00\x00"), (4, 1, 0, b""),  # SETTINGS
+    (6, 0, 0, b"12345678"), (6, 1, 0, b"87654321"),  # PING
+    (8, 0, 0, b"\x00\x00\x10\x00"), (8, 0, 3, b"\x00\x00\x00\x01"),  # WINDOW_UPDATE
+    (3, 0, 1, b"\x00\x00\x00\x08"),  # RST_STREAM
+    (0, 0, 0, b""), (6, 0, 1, b"12345678"), (8, 0, 0, b"\x00\x00\x00\x00"),  # errors
+    (0, 8, 1, b"\x09abc"), (4, 1, 0, b"\x00\x04\x00\x01\x00\x00"), (6, 0, 0, b"123"),
+])
+def test_the_lean_parser_matches_h2_on_each_frame_type(frame):
+    wire = _frame_bytes(*frame)
+    if frame[0] == 1 and not frame[1] & 4:
+        wire += _frame_bytes(9, 4, frame[2], b"\x84")
+    stock = FrameBuffer(server=False)
+    ours = h2_internals.GuardedFrameBuffer(False, max_header_block=10**7)
+    stock.max_frame_size = ours.max_frame_size = 16384
+    result = _run(ours, wire, [])
+    assert result == _run(stock, wire, [])
+    assert len(result) > 2 or isinstance(result[-1], tuple)  # a frame, or an error
+
+
+def test_common_frames_skip_hyperframes_header_parser(monkeypatch):
+    """The point of the lean parser: hyperframe's ``parse_frame_header`` and frame
+    constructors are not run for HEADERS, DATA, SETTINGS, PING, WINDOW_UPDATE."""
+    server, client = _pair()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("hyperframe's header parser on the receive path")
+
+    client.send_headers(1, REQUEST)
+    client.send_data(1, b"x" * 10, end_stream=True)
+    client.ping(b"12345678")
+    client.increment_flow_control_window(1000)
+    wire = client.data_to_send()
+    monkeypatch.setattr(Frame, "parse_frame_header", staticmethod(refuse))
+    monkeypatch.setattr(HeadersFrame, "__init__", refuse)
+    events = server.receive_data(wire)
+    assert [type(e) for e in events] == [
+        h2.events.RequestReceived, h2.events.DataReceived, h2.events.StreamEnded,
+        h2.events.PingReceived, h2.events.WindowUpdated]
+
+
+# -- HEADERS received without h2's header processing (issue 11) ----------------------
+
+_BLOCKS = {
+    "request": REQUEST,
+    "response": RESPONSE,
+    "trailers": [(b"grpc-status", b"0")],
+    "informational": [(b":status", b"103")],
+    "sized": [(b":status", b"200"), (b"content-length", b"3")],
+    "bad-size": [(b":method", b"POST"), (b"content-length", b"x")],
+}
+
+
+def _production(client_side: bool, max_streams: int | None) -> Connection:
+    """A connection configured as the transport configures its own."""
+    config = h2.config.H2Configuration(
+        client_side=client_side, header_encoding=None,
+        validate_outbound_headers=False, normalize_outbound_headers=False,
+        validate_inbound_headers=False, normalize_inbound_headers=False)
+    return new_h2_connection(config, 16384, max_streams)
+
+
+def _replay(fast: bool, client_side: bool, limited: bool, ops: list[tuple]) -> list[object]:
+    """Our connection fed a scripted peer's frames, with our HEADERS and DATA handlers
+    or h2's:
+    everything it does (events, bytes out, errors, stream states) as plain values."""
+    conn = _production(client_side, 2 if not client_side else None)
+    conn.streams_limited_by_us = limited
+    if not fast:  # h2's own handlers
+        table = conn._frame_dispatch_table
+        table[HeadersFrame] = functools.partial(
+            h2.connection.H2Connection._receive_headers_frame, conn)
+        table[DataFrame] = functools.partial(h2.connection.H2Connection._receive_data_frame, conn)
+    conn.initiate_connection()
+    peer = h2.connection.H2Connection(h2.config.H2Configuration(client_side=not client_side))
+    peer.initiate_connection()
+    conn.receive_data(peer.data_to_send())
+    conn.data_to_send()
+    encoder = hpack.Encoder()
+    seen: list[object] = []
+    for op, stream_id, flag, kind in ops:
+        try:
+            if op == "send":  # our side opens or answers a stream
+                conn.send_headers(stream_id, _BLOCKS["request" if client_side else "response"],
+                                  end_stream=flag)
+                seen.append(conn.data_to_send())
+                continue
+            if op == "headers":
+                block = b"\xff\xff\xff\x7f" if kind == "garbage" else \
+                    encoder.encode(_BLOCKS[kind])
+                frame: Frame = HeadersFrame(stream_id, data=block)
+                frame.flags.add("END_HEADERS")
+                if flag:
+                    frame.flags.add("END_STREAM")
+                if kind == "request" and stream_id == 7:
+                    frame.flags.add("PRIORITY")
+                    frame.depends_on = 1
+            elif op == "data":
+                frame = DataFrame(stream_id, data=b"abc" * (kind == "sized" or 1000))
+                if flag:
+                    frame.flags.add("END_STREAM")
+                if kind == "garbage":
+                    frame.flags.add("PADDED")
+                    frame.pad_length = 2
+            else:
+                frame = RstStreamFrame(stream_id, error_code=8)
+            events = conn.receive_data(frame.serialize())
+            seen.append(repr(events))
+            seen.append(conn.data_to_send())
+        except h2.exceptions.ProtocolError as exc:
+            seen.append((type(exc), str(exc), conn.data_to_send()))
+            break
+    remainder = int(not client_side)
+    for before in (3, 5, 9):  # our count of open streams is h2's H2Stream.open
+        assert conn.count_open_inbound(before=before) == sum(
+            1 for i, s in conn.streams.items() if i < before and i % 2 == remainder and s.open)
+    seen.append({i: (s.state_machine.state, s.closed_by) for i, s in conn.streams.items()})
+    seen.append((dict(conn._closed_streams), conn.highest_inbound_stream_id,
+                 conn.state_machine.state, vars(conn._inbound_flow_control_window_manager),
+                 {i: vars(s._inbound_window_manager) for i, s in conn.streams.items()}))
+    return seen
+
+
+_OP = st.tuples(st.sampled_from(["headers", "headers", "data", "rst", "send"]),
+                st.sampled_from([1, 3, 5, 7, 2]), st.booleans(),
+                st.sampled_from([*_BLOCKS, "garbage"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(client_side=st.booleans(), limited=st.booleans(), ops=st.lists(_OP, max_size=8))
+@example(client_side=False, limited=True, ops=[  # a closed stream forgotten, then a new one
+    ("headers", 1, True, "request"), ("rst", 1, False, ""), ("headers", 3, True, "request"),
+    ("send", 3, True, ""), ("headers", 5, False, "request"), ("headers", 3, True, "request")])
+@example(client_side=False, limited=True, ops=[  # padded DATA, DATA after END_STREAM
+    ("headers", 1, False, "request"), ("data", 1, False, "garbage"), ("data", 1, True, ""),
+    ("data", 1, False, "")])
+def test_headers_and_data_received_the_short_way_do_what_h2_does(client_side, limited, ops):
+    """Same events (every field), bytes sent, errors, stream states and windows as
+    h2's own ``_receive_headers_frame`` and ``_receive_data_frame``, for any sequence
+    of frames from the peer."""
+    assert _replay(True, client_side, limited, ops) == _replay(False, client_side, limited, ops)
+
+
+def test_headers_take_the_short_way_in_the_transports_configuration(monkeypatch):
+    conn = _production(False, None)
+    conn.streams_limited_by_us = True
+    assert conn._plain_inbound_headers, _changed("H2Configuration's inbound header options")
+    conn.initiate_connection()
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    client.send_headers(1, REQUEST, end_stream=True)
+    monkeypatch.setattr(h2.stream.H2Stream, "receive_headers", None)  # not called
+    events = conn.receive_data(client.data_to_send())
+    assert [type(e) for e in events][-2:] == [h2.events.RequestReceived, h2.events.StreamEnded]
+    assert events[-2].headers == REQUEST and events[-2].stream_ended is events[-1]
+
+
+@pytest.mark.parametrize("wire", [
+    b"\x00\x00\x05\x00\x08\x00\x00\x00\x01" + b"\x0a" + b"x" * 4,  # padding too long
+    b"\x00\x00\x03\x06\x00\x00\x00\x00\x00" + b"abc",  # PING of 3 bytes
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00",  # DATA on stream 0
+])
+def test_receive_data_ends_the_connection_as_h2_does(wire):
+    """Our ``receive_data``: the same ProtocolError and GOAWAY as h2's own."""
+    stock = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=False, header_encoding=None))
+    stock.initiate_connection()
+    stock.receive_data(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize())
+    results = []
+    for conn in (_pair()[0], stock):
+        conn.data_to_send()
+        with pytest.raises(h2.exceptions.ProtocolError) as err:
+            conn.receive_data(wire)
+        sent = [(type(f), vars(f).get("error_code")) for f in _frames(conn.data_to_send())]
+        results.append((type(err.value), str(err.value), sent))
+    assert results[0] == results[1]
+    assert [kind for kind, _ in results[0][2]] == [GoAwayFrame]
+
+
+def test_an_open_connection_takes_headers_and_data_as_it_is():
+    """Why the short ways skip the connection state machine when it is open."""
+    table = h2.connection.H2ConnectionStateMachine._transitions
+    inputs = h2.connection.ConnectionInputs
+    for state in h2_internals._CONNECTION_OPEN:
+        for received in (inputs.RECV_HEADERS, inputs.RECV_DATA):
+            assert table[(state, received)] == (None, state), _changed("connection states")

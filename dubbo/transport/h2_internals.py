@@ -17,19 +17,37 @@ private part                     why
 ``StreamClosedError._events``
 ``open_inbound_streams`` (read   turned off, so a stream over our
 by ``_receive_headers_frame``)   MAX_CONCURRENT_STREAMS is refused alone (RFC 9113
-``_open_streams``, ``streams``   §5.1.2), not by tearing the connection down
+``_open_streams``, ``streams``,  §5.1.2), not by tearing the connection down;
+``h2.stream.STREAM_OPEN``        the owner counts open streams itself
 ``state_machine.state``          put back after a GOAWAY, sent or received, so that
 ``_frame_dispatch_table``        streams already running drain (gRPC's GOAWAY)
 ``_data_to_send``                peeked, without the lock, to skip a flush; taken
 ``_prepare_for_sending``         without a copy, and a large DATA frame's payload
 ``DataFrame`` flags/body_len     kept as a view beside it (``take_output``): h2
                                  copies a 1 MiB frame five times on its way out
-``FrameBuffer.__next__``         a DATA frame's body parsed from a view of the
-                                 buffer, not from a copy of it
+``H2Connection.receive_data``    re-implemented without a trace log per read,
+``FrameBuffer.__next__``         frames taken with ``next_frame`` (no
+                                 StopIteration per read)
 ``incoming_buffer``              replaced by ``GuardedFrameBuffer``: frame size
 ``FrameBuffer._data``            checked on the 9-byte header, header block bounded
 ``FrameBuffer._headers_buffer``  in bytes
 ``FrameBuffer._update_header_buffer``
+``_receive_headers_frame``,      re-implemented for HEADERS without PRIORITY when
+``_decode_headers``,             h2 neither normalizes nor validates received
+``H2Stream`` (built), its        headers (our configuration): h2 builds header-
+``state_machine``,               validation flags for nothing and opens a stream
+``_initialize_content_length``,  through several layers; same checks, events and
+``_closed_streams``,             errors otherwise (a differential test pins it)
+``highest_inbound_stream_id``
+``_receive_data_frame``,         re-implemented for DATA on an open stream of an
+``_inbound_flow_control_window_  open connection: the connection's state machine
+manager``, ``_handle_data_on_    and stream lookups skipped, h2's stream and
+closed_stream``                  window bookkeeping as they are
+hyperframe frame classes built   the lean frame parser (``GuardedFrameBuffer``):
+with ``__new__``, their          the common frames built without hyperframe's
+attributes, ``Flags._flags``/    ``__init__`` chain and header parser (a third of
+``_valid_flags``, ``parse_body`` h2's receive cost), bodies parsed by hyperframe
+                                 where there is anything to check
 ``local_settings`` (replaced)    our settings in force from the preface on
 ``encoder``/``decoder``          replaced by hpack_cache's caching coders
 hpack ``HeaderTable``, its       a table that counts its changes, so hpack_cache
@@ -51,17 +69,36 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.stream
 from h2.frame_buffer import FrameBuffer
+from h2.utilities import is_informational_response
 from hpack import Decoder, Encoder
 from hpack.table import HeaderTable
-from hyperframe.exceptions import InvalidDataError, InvalidFrameError
-from hyperframe.frame import DataFrame, Frame, GoAwayFrame, RstStreamFrame
+from hyperframe.exceptions import InvalidDataError, InvalidFrameError, InvalidPaddingError
+from hyperframe.flags import Flags
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
 
 __all__ = ["Connection", "GuardedFrameBuffer", "VersionedTable", "install_versioned_table",
            "resize_pending", "OutputPart"]
 
 _HEADERS, _PUSH_PROMISE = 0x01, 0x05  # frame types that may start a header block
-_DATA = 0x00
+_DATA, _SETTINGS = 0x00, 0x04
+_CLOSED = h2.stream.StreamState.CLOSED
+_CONNECTION_OPEN = (h2.connection.ConnectionState.CLIENT_OPEN,
+                    h2.connection.ConnectionState.SERVER_OPEN)
+_RECV_HEADERS = h2.connection.ConnectionInputs.RECV_HEADERS
+_STREAM_RECV_HEADERS = h2.stream.StreamInputs.RECV_HEADERS
+_STREAM_RECV_END_STREAM = h2.stream.StreamInputs.RECV_END_STREAM
 _FRAME_HEADER = struct.Struct(">HBBBL")  # hyperframe's 9-byte frame header
 # DATA payloads at least this big are sent as views of the caller's buffer, beside
 # their 9-byte header, instead of being copied into h2's output buffer.
@@ -69,11 +106,76 @@ ZERO_COPY_DATA = 16 * 1024
 OutputPart = bytes | bytearray | memoryview
 
 
+class _SharedFlags(Flags):
+    """The flags of received frames, one object per frame type and flag byte, shared:
+    h2 only reads them (``"END_STREAM" in frame.flags``). The one frame h2 changes,
+    a HEADERS without END_HEADERS that its frame buffer completes, gets flags of its
+    own (``_fresh_flags``); any other change is a bug, and raises."""
+
+    def add(self, value: str) -> None:
+        raise TypeError("the flags of a received frame are shared: not to be changed")
+
+    def discard(self, value: str) -> None:
+        raise TypeError("the flags of a received frame are shared: not to be changed")
+
+
+def _fresh_flags(shared: Flags) -> Flags:
+    flags = Flags.__new__(Flags)
+    flags._valid_flags = shared._valid_flags
+    flags._flags = set(shared._flags)
+    return flags
+
+
+class _FrameMaker:
+    """How the lean parser builds one type of frame: hyperframe's class, the flags
+    each flag byte sets, and the stream-id rule hyperframe's ``__init__`` checks.
+    The frame built has the attributes hyperframe's constructor and ``parse_body``
+    give it; only DATA and HEADERS without PADDED or PRIORITY skip ``parse_body``
+    (their body is the payload as it is)."""
+
+    __slots__ = ("cls", "flags", "stream", "defaults")
+
+    def __init__(self, cls: type[Frame], defaults: dict[str, Any]) -> None:
+        self.cls = cls
+        valid = {flag.name for flag in cls.defined_flags}
+        self.flags: list[Flags] = []
+        for byte in range(256):
+            flags = _SharedFlags.__new__(_SharedFlags)
+            flags._valid_flags = valid
+            flags._flags = {flag.name for flag in cls.defined_flags if byte & flag.bit}
+            self.flags.append(flags)
+        # 1: stream id must be non-zero, 0: must be zero, None: either
+        self.stream = {"has-stream": 1, "no-stream": 0}.get(cls.stream_association or "")
+        self.defaults = defaults
+
+
+_MAKERS: dict[int, _FrameMaker] = {
+    maker.cls.type: maker for maker in (  # type: ignore[misc]
+        _FrameMaker(DataFrame, {"pad_length": 0}),
+        _FrameMaker(HeadersFrame, {"pad_length": 0, "depends_on": 0, "stream_weight": 0,
+                                   "exclusive": False}),
+        _FrameMaker(RstStreamFrame, {"error_code": 0}),
+        _FrameMaker(SettingsFrame, {}),  # ``settings`` is a new dict per frame
+        _FrameMaker(PingFrame, {"opaque_data": b""}),
+        _FrameMaker(WindowUpdateFrame, {"window_increment": 0}),
+        _FrameMaker(ContinuationFrame, {}),
+    )
+}
+_COPY_LIMIT = 1024  # smaller bodies are sliced off the bytearray; larger ones viewed
+
+
 class GuardedFrameBuffer(FrameBuffer):
     """h2's frame buffer, checked before it buffers: a frame header declaring more than
     our SETTINGS_MAX_FRAME_SIZE is refused as soon as its 9 bytes arrive (h2 waits for
     the whole declared frame first), and a header block (HEADERS + CONTINUATION) may
-    not grow past ``max_header_block`` bytes (h2 only counts its frames)."""
+    not grow past ``max_header_block`` bytes (h2 only counts its frames).
+
+    The frames gRPC sends all the time (DATA, HEADERS, CONTINUATION, SETTINGS, PING,
+    WINDOW_UPDATE, RST_STREAM) are parsed here, leanly: one unpack of the 9-byte
+    header and the frame's attributes set directly, with hyperframe's checks (stream
+    id rules, body length and padding via its own ``parse_body``) and h2's errors;
+    h2's parser (hyperframe's ``__init__`` chain, ``Flags``, ``parse_frame_header``)
+    costs several times more. Other frame types go through h2's ``__next__``."""
 
     def __init__(self, server: bool, max_header_block: int) -> None:
         super().__init__(server=server)
@@ -81,39 +183,64 @@ class GuardedFrameBuffer(FrameBuffer):
         self._header_block_size = 0
 
     def __next__(self) -> Any:
+        frame = self.next_frame()
+        if frame is None:
+            raise StopIteration
+        return frame
+
+    def next_frame(self) -> Any:
+        """The next complete frame, or None (``__next__`` without StopIteration)."""
         data = self._data
-        if len(data) >= 9:
-            length = int.from_bytes(data[:3], "big")
+        while True:
+            if len(data) < 9:
+                return None
+            high, low, frame_type, flag_byte, stream_id = _FRAME_HEADER.unpack_from(data)
+            length = (high << 8) + low
             if length > self.max_frame_size:
                 raise h2.exceptions.FrameTooLargeError(
                     f"frame of {length} bytes declared, max {self.max_frame_size}")
-            if data[3] == _DATA:
-                return self._next_data_frame(data)
-        return super().__next__()
-
-    def _next_data_frame(self, data: bytearray) -> Any:
-        """h2's ``__next__`` for a DATA frame, with its body parsed from a view of the
-        buffer instead of a copy (``parse_body`` copies it once, to the frame)."""
-        try:
-            frame, length = Frame.parse_frame_header(memoryview(data[:9]))
-        except (InvalidDataError, InvalidFrameError) as err:
-            raise h2.exceptions.ProtocolError(f"Received frame with invalid header: {err!s}") \
-                from err
-        if len(data) < length + 9:
-            raise StopIteration
-        self._validate_frame_length(length)
-        with memoryview(data) as view, view[9 : 9 + length] as body:
-            try:
-                frame.parse_body(body)  # keeps no view: the body is copied (tobytes)
-            except InvalidDataError as err:
+            maker = _MAKERS.get(frame_type)
+            if maker is None:
+                try:
+                    return super().__next__()
+                except StopIteration:
+                    return None
+            stream_id &= 0x7FFFFFFF
+            if maker.stream is not None and bool(stream_id) != maker.stream:
+                name = maker.cls.__name__
                 raise h2.exceptions.ProtocolError(
-                    "Received frame with non-compliant data") from err
-            except InvalidFrameError as err:
-                raise h2.exceptions.FrameDataMissingError(
-                    "Frame data missing or invalid") from err
-        del data[: 9 + length]
-        new_frame = self._update_header_buffer(frame)
-        return new_frame if new_frame is not None else self.__next__()
+                    "Received frame with invalid header: "
+                    + (f"Stream ID must be non-zero for {name}" if maker.stream else
+                       f"Stream ID must be zero for {name} with stream_id={stream_id}"))
+            end = 9 + length
+            if len(data) < end:
+                return None
+            frame: Any = maker.cls.__new__(maker.cls)
+            frame.stream_id = stream_id
+            frame.flags = maker.flags[flag_byte]
+            if frame_type == _DATA and not flag_byte & 0x08:  # the body is the payload
+                frame.pad_length = 0
+                frame.body_len = length
+                frame.data = bytes(data[9:end]) if length < _COPY_LIMIT else _copy(data, end)
+            elif frame_type == _HEADERS and not flag_byte & 0x28:  # neither does PRIORITY
+                frame.pad_length = frame.depends_on = frame.stream_weight = 0
+                frame.exclusive = False
+                frame.body_len = length
+                frame.data = bytes(data[9:end]) if length < _COPY_LIMIT else _copy(data, end)
+            else:
+                frame.__dict__.update(maker.defaults)
+                if frame_type == _SETTINGS:
+                    frame.settings = {}
+                frame.body_len = 0
+                _parse_body(frame, data, end)
+            del data[:end]
+            if frame_type == _HEADERS and not flag_byte & 0x04:
+                frame.flags = _fresh_flags(frame.flags)  # END_HEADERS is added to it
+            if self._headers_buffer or (frame_type == _HEADERS and not flag_byte & 0x04):
+                frame = self._update_header_buffer(frame)
+                if frame is None:
+                    continue
+            return frame
 
     def _update_header_buffer(self, f: Any) -> Any:
         if self._headers_buffer or (f is not None and f.type in (_HEADERS, _PUSH_PROMISE)
@@ -124,6 +251,25 @@ class GuardedFrameBuffer(FrameBuffer):
                 raise h2.exceptions.DenialOfServiceError(
                     f"header block over {self.max_header_block} bytes")
         return super()._update_header_buffer(f)
+
+
+def _copy(data: bytearray, end: int) -> bytes:
+    """The payload of a large frame, copied once (a bytearray slice is a copy)."""
+    with memoryview(data) as view:
+        return view[9:end].tobytes()
+
+
+def _parse_body(frame: Any, data: bytearray, end: int) -> None:
+    """hyperframe's ``parse_body`` on a view of the buffer, with h2's errors."""
+    with memoryview(data) as view, view[9:end] as body:
+        try:
+            frame.parse_body(body)  # keeps no view: what it keeps is copied (tobytes)
+        except InvalidDataError as err:
+            raise h2.exceptions.ProtocolError(
+                "Received frame with non-compliant data") from err
+        except InvalidFrameError as err:
+            raise h2.exceptions.FrameDataMissingError(
+                "Frame data missing or invalid") from err
 
 
 class Connection(h2.connection.H2Connection):
@@ -153,6 +299,10 @@ class Connection(h2.connection.H2Connection):
         self.local_settings = h2.settings.Settings(client=config.client_side,
                                                    initial_values=settings)
         self.max_inbound_frame_size = self.local_settings.max_frame_size
+        # Received headers reach events as decoded (_receive_headers_frame).
+        self._plain_inbound_headers = not (config.normalize_inbound_headers
+                                           or config.validate_inbound_headers
+                                           or isinstance(config.header_encoding, str))
         self._keep_open_after_goaway()
 
     # -- what h2 reads ---------------------------------------------------------------
@@ -161,6 +311,102 @@ class Connection(h2.connection.H2Connection):
     def open_inbound_streams(self) -> int:
         count = self._open_streams(int(not self.config.client_side))  # purges closed ones
         return 0 if self.streams_limited_by_us else count
+
+    def receive_data(self, data: Any) -> list[h2.events.Event]:
+        """h2's, without its trace log of every read and with no StopIteration
+        per read (``GuardedFrameBuffer.next_frame``)."""
+        events: list[h2.events.Event] = []
+        buffer: GuardedFrameBuffer = self.incoming_buffer  # type: ignore[assignment]
+        buffer.add_data(data)
+        buffer.max_frame_size = self.max_inbound_frame_size
+        receive = self._receive_frame
+        try:
+            while (frame := buffer.next_frame()) is not None:
+                events += receive(frame)
+        except InvalidPaddingError as err:
+            self._terminate_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            raise h2.exceptions.ProtocolError("Received frame with invalid padding.") from err
+        except h2.exceptions.ProtocolError as err:
+            self._terminate_connection(err.error_code)
+            raise
+        return events
+
+    def _receive_headers_frame(self, frame: Any) -> Any:
+        """h2's, shortened for the HEADERS gRPC sends all the time (a server's new
+        stream, a client's response headers and trailers), when h2 neither normalizes
+        nor validates received headers (the transport's configuration): no header
+        validation flags built for nothing, no stream-id enum built per frame, the
+        stream opened inline. Same checks, state machines, events and errors as h2;
+        anything else (PRIORITY, a stream the peer may not open, h2 counting our
+        MAX_CONCURRENT_STREAMS) goes to h2's."""
+        config = self.config
+        flags = frame.flags._flags  # the set behind Flags.__contains__, a Python call
+        if not self._plain_inbound_headers or "PRIORITY" in flags:
+            return super()._receive_headers_frame(frame)
+        stream_id = frame.stream_id
+        streams = self.streams
+        stream = streams.get(stream_id)
+        if stream is None:
+            if not self.streams_limited_by_us or stream_id % 2 == config.client_side:
+                return super()._receive_headers_frame(frame)
+            # h2's open_inbound_streams: forget closed streams; the count is ours to
+            # check (streams_limited_by_us), h2's limit is then 1 > max.
+            closed = [i for i, each in streams.items() if each.state_machine.state == _CLOSED]
+            for i in closed:
+                self._closed_streams[i] = streams.pop(i).closed_by
+            max_open = self.local_settings.max_concurrent_streams
+            if max_open < 1:
+                raise h2.exceptions.TooManyStreamsError(
+                    f"Max inbound streams is {max_open}, 0 open")
+        headers = h2.connection._decode_headers(self.decoder, frame.data)
+        # an open connection takes HEADERS and stays as it is (h2's table)
+        events = [] if self.state_machine.state in _CONNECTION_OPEN else \
+            self.state_machine.process_input(_RECV_HEADERS)
+        if stream is None:  # h2's _begin_new_stream, for a stream id of the peer's
+            highest = self.highest_inbound_stream_id
+            if stream_id <= highest:
+                raise h2.exceptions.StreamIDTooLowError(stream_id, highest)
+            stream = h2.stream.H2Stream(
+                stream_id, config=config,
+                inbound_window_size=self.local_settings.initial_window_size,
+                outbound_window_size=self.remote_settings.initial_window_size)
+            stream.max_outbound_frame_size = self.max_outbound_frame_size
+            streams[stream_id] = stream
+            self.highest_inbound_stream_id = stream_id
+        end_stream = "END_STREAM" in flags
+        if is_informational_response(headers):
+            frames, stream_events = stream.receive_headers(headers, end_stream, None)
+            return frames, events + stream_events
+        # h2's H2Stream.receive_headers without the header processing it skips
+        state_machine = stream.state_machine
+        stream_events = state_machine.process_input(_STREAM_RECV_HEADERS)
+        headers_event: Any = stream_events[0]
+        if end_stream:
+            ended = state_machine.process_input(_STREAM_RECV_END_STREAM)
+            headers_event.stream_ended = ended[0]
+            stream_events += ended
+        stream._initialize_content_length(headers)
+        if not end_stream and type(headers_event) is h2.events.TrailersReceived:
+            raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set")
+        headers_event.headers = list(headers)
+        return [], events + stream_events
+
+    def _receive_data_frame(self, frame: Any) -> Any:
+        """h2's, for DATA on a stream h2 still holds open, on an open connection
+        (which takes DATA and stays as it is); anything else goes to h2's."""
+        stream = self.streams.get(frame.stream_id)
+        if (stream is None or stream.state_machine.state == _CLOSED
+                or self.state_machine.state not in _CONNECTION_OPEN):
+            return super()._receive_data_frame(frame)
+        flags = frame.flags._flags  # the set behind Flags.__contains__, a Python call
+        length = len(frame.data)  # hyperframe's flow_controlled_length
+        if "PADDED" in flags:
+            length += frame.pad_length + 1
+        self._inbound_flow_control_window_manager.window_consumed(length)
+        try:
+            return stream.receive_data(frame.data, "END_STREAM" in flags, length)
+        except h2.exceptions.StreamClosedError as exc:  # half-closed by the peer
+            return self._handle_data_on_closed_stream([], exc, frame)
 
     def _receive_frame(self, frame: Any) -> list[h2.events.Event]:
         events: list[h2.events.Event]  # h2's dispatch table and exceptions are untyped
@@ -181,7 +427,8 @@ class Connection(h2.connection.H2Connection):
             if self._stream_is_closed_by_end(exc.stream_id):
                 raise h2.exceptions.StreamClosedError(exc.stream_id) from exc
             raise
-        self._prepare_for_sending(frames)
+        if frames:
+            self._prepare_for_sending(frames)
         return events
 
     # -- what we ask ------------------------------------------------------------------
@@ -192,8 +439,13 @@ class Connection(h2.connection.H2Connection):
         remainder = int(not self.config.client_side)
         if before is None:
             return self._open_streams(remainder)
-        return sum(1 for stream_id, stream in self.streams.items()
-                   if stream_id < before and stream_id % 2 == remainder and stream.open)
+        is_open = h2.stream.STREAM_OPEN  # what H2Stream.open reads, by state
+        count = 0
+        for stream_id, stream in self.streams.items():
+            if stream_id < before and stream_id % 2 == remainder and \
+                    is_open[stream.state_machine.state]:
+                count += 1
+        return count
 
     def sending_open(self, stream_id: int) -> bool:
         """True while we may still send on ``stream_id`` (not closed, not forgotten)."""

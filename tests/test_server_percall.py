@@ -93,3 +93,25 @@ def test_a_stream_of_requests_reaches_the_handler_in_order_across_reads():
         assert pair.client.client_stream("count")(
             (str(i).encode() for i in range(500)), timeout=20) == b"500"
         assert time.monotonic() - started < 20
+
+
+@pytest.mark.timeout(30)
+def test_a_call_whose_status_was_sent_no_longer_fills_a_bounded_server():
+    """One worker, no waiting room: the client's next call, started as soon as the last
+    one's status arrived, is served even while the last one's worker still runs its
+    done-callbacks (it used to be refused RESOURCE_EXHAUSTED until they ended)."""
+    slow_callbacks = []
+
+    def echo(request, context):
+        context.add_callback(lambda: time.sleep(0.3))
+        slow_callbacks.append(time.monotonic())
+        return request
+
+    options = {"max_workers": 1, "max_pending_calls": 0}
+    with memory_pair(RpcMethodHandler.unary(echo, "echo"), server_options=options) as pair:
+        call = pair.client.unary("echo")
+        started = time.monotonic()
+        assert [call(b"%d" % i, timeout=10) for i in range(3)] == [b"0", b"1", b"2"]
+        # Each call waited for the one worker to come back, none was refused.
+        assert time.monotonic() - started >= 0.55
+        assert len(slow_callbacks) == 3

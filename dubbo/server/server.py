@@ -106,7 +106,7 @@ class ServerCall:
 
     __slots__ = ("transport", "stream", "stream_id", "head", "handler", "inbox", "deadline",
                  "_context", "_trailing_metadata", "_callbacks", "server", "timer",
-                 "response_codec", "writer")
+                 "response_codec", "writer", "holds_slot")
 
     def __init__(self, server: Server, transport: ServerConnection, stream: ServerStream,
                  head: RequestHead, handler: RpcMethodHandler) -> None:
@@ -133,6 +133,10 @@ class ServerCall:
         self._context: ServicerContext | None = None
         self._trailing_metadata: list[tuple[str, str]] = []
         self._callbacks: list[Callable[[], Any]] | None = []
+        # Counted against max_workers + max_pending_calls until the final status is on
+        # its way (Server._lock): a client that starts its next call on seeing it must
+        # not find the server still full of its last one.
+        self.holds_slot = True
         timeout = head.timeout
         if timeout is None:  # no deadline, no timer
             self.deadline: Deadline | None = None
@@ -430,6 +434,7 @@ class ServerCall:
                     code or StatusCode.OK, details, (),
                     codec.name if codec is not None else None, _ACCEPT_ENCODING,
                     self._trailing_metadata)
+                self.server.release_slot(self)
                 transport.push_stream_reply(stream_id, headers, frame, block)
                 if reset is not None:  # the client still sends: stop it
                     try:
@@ -472,6 +477,7 @@ class ServerCall:
             send = self.stream.finish(code, details, self._trailing_metadata)
             if not send:  # ended already
                 return
+            self.server.release_slot(self)
             try:
                 # The trailers, then RST_STREAM NO_ERROR to a client still sending
                 # (grpc "Early Server Closure").
@@ -837,7 +843,7 @@ class ServerConnection(H2Transport):
                 self.acknowledge(call.stream_id, credit)
             except RpcError:
                 pass
-        self.server.call_finished()
+        self.server.call_finished(call)
 
     def _cancel_all(self, error: RpcError) -> None:
         with self.lock:
@@ -890,7 +896,9 @@ class Server:
 
     ``max_workers`` handlers run at once, one thread each; ``max_pending_calls`` more
     may wait for a thread (``None``: no bound). A call beyond both is refused at once
-    with RESOURCE_EXHAUSTED rather than queued without bound.
+    with RESOURCE_EXHAUSTED rather than queued without bound. A call stops counting
+    when its status is sent, so a client's next call is not refused while the last
+    one's worker finishes (it waits those microseconds for the thread instead).
 
     ``processes=N`` serves the port from N processes, this one included, so the
     server uses N cores (processes.py, docs/processes.md).
@@ -985,6 +993,8 @@ class Server:
         self._changed = threading.Condition(self._lock)
         self._connections: set[ServerConnection] = set()
         self._active = 0  # calls admitted and not yet finished (running or waiting)
+        # Of them, those that still count against the bound: their status is not sent.
+        self._admitted = 0
         self._ended = 0  # calls and connections that ended: memory may be free to return
         self._ended_at_trim = 0  # timer thread only
         self._trim_again = False  # timer thread only
@@ -1163,10 +1173,20 @@ class Server:
         """Count a new call in, unless the workers and the waiting room are full."""
         with self._lock:
             if self.max_pending_calls is not None and \
-                    self._active >= self.max_workers + self.max_pending_calls:
+                    self._admitted >= self.max_workers + self.max_pending_calls:
                 return False
             self._active += 1
+            self._admitted += 1
         return True
+
+    def release_slot(self, call: ServerCall) -> None:
+        """A call's final status is about to leave: admit() may count its place as
+        free, though its worker still has to finish (the pool queues a call admitted
+        meanwhile for the moment that takes)."""
+        with self._lock:
+            if call.holds_slot:
+                call.holds_slot = False
+                self._admitted -= 1
 
     def submit(self, call: PoolTask) -> None:
         assert self._pool is not None
@@ -1176,9 +1196,14 @@ class Server:
             self.call_finished()
             call.cancel(UnavailableError(StatusCode.UNAVAILABLE, "server is stopping"))
 
-    def call_finished(self) -> None:
+    def call_finished(self, call: ServerCall | None = None) -> None:
+        """A call admitted ended (or ``admit()`` is undone, ``call`` None)."""
         with self._lock:
             self._active -= 1
+            if call is None or call.holds_slot:
+                self._admitted -= 1
+                if call is not None:
+                    call.holds_slot = False
             self._ended += 1
             if self.stopping:
                 self._changed.notify_all()

@@ -593,7 +593,7 @@ class H2Transport:
         with self._send_lock:
             if not self.secured:
                 return  # h2 keeps its output until the TLS handshake is done
-            with self.lock:
+            with self.lock_mutex:  # ``lock``
                 parts = self.conn.take_output()
                 self._h2_pending = 0
                 backlog_waiters = self._backlog_waiters
@@ -739,25 +739,36 @@ class H2Transport:
         data in the same write. With ``block`` false, a shut window returns the unsent
         rest instead of waiting.
         """
-        parts = [memoryview(p) for p in (data if isinstance(data, tuple) else (data,)) if len(p)]
-        index = offset = 0  # position: parts[index][offset:]
-        sent, total = 0, sum(map(len, parts))
+        parts: list[bytes | memoryview]
+        if type(data) is bytes:  # one message: it goes to h2 as it is if it fits a frame
+            parts = [data] if data else []
+            total = len(data)
+        else:
+            parts = [memoryview(p) for p in (data if isinstance(data, tuple) else (data,))
+                     if len(p)]
+            total = sum(map(len, parts))
+        index = offset = sent = 0  # position: parts[index][offset:]
         stalled_at = 0.0
+        conn = self.conn
         while True:
-            with self.lock:
+            with self.lock_mutex:  # ``lock``'s mutex (a Condition's enter, without the call)
                 while True:
                     err = get_stream_error()
                     if err is not None:
                         raise err
-                    self.check_open()
+                    if self.closed:
+                        raise self.error or UnavailableError(StatusCode.UNAVAILABLE,
+                                                             "connection closed")
                     if sent == total:
                         break
-                    window_room = self.conn.local_flow_control_window(stream_id)
-                    window = min(window_room, OUTBOUND_HIGH_WATER - self.backlog())
+                    window_room = conn.local_flow_control_window(stream_id)
+                    window = min(window_room,
+                                 OUTBOUND_HIGH_WATER - self._h2_pending - len(self._outbuf))
                     if window > 0:
                         break
                     if not block:
-                        return (parts[index][offset:], *parts[index + 1 :])
+                        return (memoryview(parts[index])[offset:],
+                                *(memoryview(p) for p in parts[index + 1 :]))
                     wait = None if deadline is None else deadline.remaining()
                     if wait is not None and wait <= 0:
                         raise DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED,
@@ -773,7 +784,7 @@ class H2Transport:
                         wait = left if wait is None else min(wait, left)
                     self._wait_locked(stream_id, wait, window_room > 0)
                 stalled_at = 0.0
-                frame_size = self.conn.max_outbound_frame_size
+                frame_size = conn.max_outbound_frame_size
                 budget = min(window, SEND_BATCH) if sent < total else 0
                 pushed = 0
                 try:
@@ -781,8 +792,14 @@ class H2Transport:
                         part = parts[index]
                         size = min(frame_size, budget, len(part) - offset)
                         last = sent + size == total
-                        self.conn.send_data(stream_id, part[offset : offset + size],
-                                            end_stream=end_stream and last and trailers is None)
+                        if size == len(part):
+                            chunk = part  # whole (bytes go to h2 without a view)
+                        elif type(part) is memoryview:
+                            chunk = part[offset : offset + size]
+                        else:
+                            chunk = memoryview(part)[offset : offset + size]
+                        conn.send_data(stream_id, chunk,
+                                       end_stream=end_stream and last and trailers is None)
                         offset += size
                         sent += size
                         budget -= size
@@ -791,9 +808,9 @@ class H2Transport:
                             index, offset = index + 1, 0
                     if sent == total:
                         if total == 0 and (end_stream and trailers is None):
-                            self.conn.send_data(stream_id, b"", end_stream=True)
+                            conn.send_data(stream_id, b"", end_stream=True)
                         if trailers is not None:
-                            self.conn.send_headers(stream_id, trailers, end_stream=True)
+                            conn.send_headers(stream_id, trailers, end_stream=True)
                 except h2.exceptions.ProtocolError as exc:
                     if self.closed:  # the connection failed: say why
                         raise self.error or UnavailableError(

@@ -739,6 +739,10 @@ class H2Transport:
         data in the same write. With ``block`` false, a shut window returns the unsent
         rest instead of waiting.
         """
+        if type(data) is bytes and self._send_at_once(stream_id, data, end_stream,
+                                                      get_stream_error, trailers):
+            self.flush()
+            return None
         parts: list[bytes | memoryview]
         if type(data) is bytes:  # one message: it goes to h2 as it is if it fits a frame
             parts = [data] if data else []
@@ -812,17 +816,51 @@ class H2Transport:
                         if trailers is not None:
                             conn.send_headers(stream_id, trailers, end_stream=True)
                 except h2.exceptions.ProtocolError as exc:
-                    if self.closed:  # the connection failed: say why
-                        raise self.error or UnavailableError(
-                            StatusCode.UNAVAILABLE, f"connection closed: {exc}") from None
-                    # Reset by the peer in a read whose events are not handled yet.
-                    raise get_stream_error() or CancelledError(
-                        StatusCode.CANCELLED, f"stream closed: {exc}") from None
+                    raise self._refused(exc, get_stream_error) from None
                 finally:
                     self._h2_pending += pushed
             self.flush()
             if sent == total:
                 return None
+
+    def _send_at_once(self, stream_id: int, data: bytes, end_stream: bool,
+                      get_stream_error: Callable[[], RpcError | None],
+                      trailers: list[tuple[str, str]] | None) -> bool:
+        """``send_data``'s first pass for a non-empty message that fits one DATA frame,
+        the windows and the backlog as they are (a small message, nearly always): the
+        same checks and pushes, in one lock hold, without the general loop. False,
+        having done nothing, when it does not fit."""
+        size = len(data)
+        conn = self.conn
+        with self.lock_mutex:  # ``lock``
+            err = get_stream_error()
+            if err is not None:
+                raise err
+            if self.closed:
+                raise self.error or UnavailableError(StatusCode.UNAVAILABLE,
+                                                     "connection closed")
+            if not (0 < size <= SEND_BATCH and size <= conn.max_outbound_frame_size
+                    and size <= OUTBOUND_HIGH_WATER - self._h2_pending - len(self._outbuf)
+                    and size <= conn.local_flow_control_window(stream_id)):
+                return False
+            try:
+                conn.send_data(stream_id, data, end_stream=end_stream and trailers is None)
+                self._h2_pending += size
+                if trailers is not None:
+                    conn.send_headers(stream_id, trailers, end_stream=True)
+            except h2.exceptions.ProtocolError as exc:
+                raise self._refused(exc, get_stream_error) from None
+        return True
+
+    def _refused(self, exc: Exception, get_stream_error: Callable[[], RpcError | None]
+                 ) -> RpcError:
+        """What a send raises when h2 refuses it (lock held)."""
+        if self.closed:  # the connection failed: say why
+            return self.error or UnavailableError(StatusCode.UNAVAILABLE,
+                                                  f"connection closed: {exc}")
+        # Reset by the peer in a read whose events are not handled yet.
+        return get_stream_error() or CancelledError(StatusCode.CANCELLED,
+                                                    f"stream closed: {exc}")
 
     def _wait_locked(self, stream_id: int, timeout: float | None, for_backlog: bool) -> None:
         """Wait (lock held) on the stream's own condition until something that concerns

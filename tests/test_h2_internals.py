@@ -52,8 +52,10 @@ def _changed(what: str) -> str:
             "adapt it and the pins in setup.cfg")
 
 
-def _server(max_concurrent_streams: int | None = None) -> Connection:
-    config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+def _server(max_concurrent_streams: int | None = None, checks: bool = True) -> Connection:
+    config = h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                       validate_outbound_headers=checks,
+                                       normalize_outbound_headers=checks)
     conn = new_h2_connection(config, 64 * 1024, max_concurrent_streams)
     conn.initiate_connection()
     return conn
@@ -615,3 +617,37 @@ def test_a_header_block_is_framed_as_hyperframe_frames_it(length, end_stream):
     if end_stream:
         frames[0].flags.add("END_STREAM")
     assert b"".join(conn.take_output()) == b"".join(f.serialize() for f in frames)
+
+
+def test_a_unary_calls_frames_are_sent_without_h2s_frame_objects(monkeypatch):
+    server = _server(checks=False)  # as H2Transport configures h2
+    client = new_h2_connection(h2.config.H2Configuration(
+        client_side=True, header_encoding=None, validate_outbound_headers=False,
+        normalize_outbound_headers=False), 64 * 1024)
+    client.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    # A client's connection leaves h2's IDLE state with its first request, h2's own.
+    client.send_headers(1, _S_REQUEST, end_stream=True)
+    server.receive_data(b"".join(client.take_output()))
+    server.send_headers(1, [(":status", "200"), ("grpc-status", "0")], end_stream=True)
+    client.receive_data(b"".join(server.take_output()))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an h2 frame object was built")
+
+    monkeypatch.setattr(h2.stream, "HeadersFrame", refuse)
+    monkeypatch.setattr(h2.stream, "DataFrame", refuse)
+    client.send_headers(3, _S_REQUEST)
+    client.send_data(3, b"\0\0\0\0\x01x", end_stream=True)
+    events = server.receive_data(b"".join(client.take_output()))
+    assert [type(e) for e in events][:2] == [h2.events.RequestReceived, h2.events.DataReceived]
+    server.send_headers(3, _S_RESPONSE)
+    server.send_data(3, memoryview(b"\0\0\0\0\x01y"))
+    server.send_headers(3, [("grpc-status", "0")], end_stream=True)
+    events = client.receive_data(b"".join(server.take_output()))
+    assert [type(e) for e in events] == [h2.events.ResponseReceived, h2.events.DataReceived,
+                                         h2.events.TrailersReceived, h2.events.StreamEnded]
+    assert events[1].data == b"\0\0\0\0\x01y"
+    assert client.streams[3].closed and server.streams[3].closed

@@ -24,6 +24,17 @@ by ``_receive_headers_frame``)   MAX_CONCURRENT_STREAMS is refused alone (RFC 91
 ``_prepare_for_sending``         without a copy, and a large DATA frame's payload
 ``DataFrame`` flags/body_len     kept as a view beside it (``take_output``): h2
                                  copies a 1 MiB frame five times on its way out
+``_begin_new_stream``,           HEADERS and DATA sent without h2's frame objects
+``open_outbound_streams``,       (``send_headers``/``send_data``, issue 11: h2's
+``streams``, an ``H2Stream``'s   send path cost a unary call ~50 µs per side): the
+``state_machine`` (``state``,    common cases advance exactly the state h2's send
+``client``, ``headers_sent``,    path would, byte for byte the same frames; the
+``trailers_sent``,               rest is h2's own. ``test_our_sends_queue_h2s_bytes``
+``stream_closed_by``),           runs random sequences against h2's own sends
+``outbound_flow_control_window``
+``request_method``,
+``_authority``, h2.utilities'
+header helpers, ``_data_to_send``
 ``FrameBuffer.__next__``         a DATA frame's body parsed from a view of the
                                  buffer, not from a copy of it
 ``incoming_buffer``              replaced by ``GuardedFrameBuffer``: frame size

@@ -628,17 +628,18 @@ def test_a_unary_calls_frames_are_sent_without_h2s_frame_objects(monkeypatch):
     server.receive_data(client.data_to_send())
     client.receive_data(server.data_to_send())
     server.receive_data(client.data_to_send())
-    # A client's connection leaves h2's IDLE state with its first request, h2's own.
-    client.send_headers(1, _S_REQUEST, end_stream=True)
-    server.receive_data(b"".join(client.take_output()))
-    server.send_headers(1, [(":status", "200"), ("grpc-status", "0")], end_stream=True)
-    client.receive_data(b"".join(server.take_output()))
 
     def refuse(*args, **kwargs):
         raise AssertionError("an h2 frame object was built")
 
     monkeypatch.setattr(h2.stream, "HeadersFrame", refuse)
     monkeypatch.setattr(h2.stream, "DataFrame", refuse)
+    # The first request (the client's connection leaves h2's IDLE state), trailers-only.
+    client.send_headers(1, _S_REQUEST, end_stream=True)
+    server.receive_data(b"".join(client.take_output()))
+    server.send_headers(1, [(":status", "200"), ("grpc-status", "0")], end_stream=True)
+    client.receive_data(b"".join(server.take_output()))
+    assert client.state_machine.state is h2.connection.ConnectionState.CLIENT_OPEN
     client.send_headers(3, _S_REQUEST)
     client.send_data(3, b"\0\0\0\0\x01x", end_stream=True)
     events = server.receive_data(b"".join(client.take_output()))

@@ -84,6 +84,7 @@ _DATA = 0x00
 _CONTINUATION = 0x09
 _END_STREAM, _END_HEADERS = 0x01, 0x04  # frame flags
 _OPEN_STATES = (ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN)
+_IDLE = ConnectionState.IDLE
 _OPEN, _HALF_CLOSED_REMOTE = StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE
 _HALF_CLOSED_LOCAL, _CLOSED = StreamState.HALF_CLOSED_LOCAL, StreamState.CLOSED
 # What send_headers needs to know of a header block beyond its HPACK coding, by block:
@@ -251,16 +252,18 @@ class Connection(h2.connection.H2Connection):
                      priority_exclusive: bool | None = None) -> None:
         """h2's, with the common cases done here without h2's frame objects: a request
         opening a client stream, response headers, trailers (with END_STREAM), as a
-        list or tuple of two-tuples, on an open connection, h2's outbound header
-        checks off. Each advances h2's connection and stream state exactly as h2's
-        ``send_headers`` would (``H2Connection.send_headers``, ``H2Stream.send_headers``,
-        the stream state machine's SEND_HEADERS/SEND_END_STREAM transitions) and queues
-        the same bytes; anything else, and every case where h2 would raise, is h2's own
-        (it raises the same error after the same state changes). h2 logs nothing here."""
+        list or tuple of two-tuples, on an open connection (or a client's first
+        request), h2's outbound header checks off. Each advances h2's connection and
+        stream state exactly as h2's ``send_headers`` would (``H2Connection`` and
+        ``H2Stream.send_headers``, the state machines' SEND_HEADERS/SEND_END_STREAM
+        transitions) and queues the same bytes; anything else, and every case where
+        h2 would raise, is h2's own (it raises the same error after the same state
+        changes). h2 logs nothing here."""
         if (priority_weight is None and priority_depends_on is None
                 and priority_exclusive is None and headers
                 and (type(headers) is list or type(headers) is tuple)
-                and self.state_machine.state in _OPEN_STATES):
+                and (self.state_machine.state in _OPEN_STATES
+                     or self.state_machine.state is _IDLE and self._client_side)):
             if self._send_headers_fast(stream_id, headers, end_stream):
                 return
         super().send_headers(stream_id, headers, end_stream, priority_weight,
@@ -289,6 +292,8 @@ class Connection(h2.connection.H2Connection):
             # h2 counts (and purges) open streams against the peer's limit first.
             if self.open_outbound_streams + 1 > self.remote_settings.max_concurrent_streams:
                 return False
+            if self.state_machine.state is _IDLE:  # the first request opens the connection
+                self.state_machine.state = ConnectionState.CLIENT_OPEN
             # Raises as h2 would (stream id too low, wrong parity), before any change.
             stream = self._begin_new_stream(stream_id, AllowedStreamIDs.ODD)
             machine = stream.state_machine
@@ -299,7 +304,8 @@ class Connection(h2.connection.H2Connection):
         else:
             machine = stream.state_machine
             state = machine.state
-            if state is not _OPEN and state is not _HALF_CLOSED_REMOTE:
+            if (state is not _OPEN and state is not _HALF_CLOSED_REMOTE
+                    or self.state_machine.state is _IDLE):
                 return False
             if machine.headers_sent:  # trailers: must end the stream, once
                 if machine.trailers_sent or not end_stream or (

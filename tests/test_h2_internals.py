@@ -19,6 +19,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
 import h2.stream
 import hpack
 import pytest
@@ -55,8 +56,10 @@ def _changed(what: str) -> str:
             "adapt it and the pins in setup.cfg")
 
 
-def _server(max_concurrent_streams: int | None = None) -> Connection:
-    config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+def _server(max_concurrent_streams: int | None = None, checks: bool = True) -> Connection:
+    config = h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                       validate_outbound_headers=checks,
+                                       normalize_outbound_headers=checks)
     conn = new_h2_connection(config, 64 * 1024, max_concurrent_streams)
     conn.initiate_connection()
     return conn
@@ -655,3 +658,240 @@ def test_an_open_connection_takes_headers_and_data_as_it_is():
     for state in h2_internals._CONNECTION_OPEN:
         for received in (inputs.RECV_HEADERS, inputs.RECV_DATA):
             assert table[(state, received)] == (None, state), _changed("connection states")
+# -- sending without h2's frame objects (issue 11) -----------------------------------
+# Connection.send_headers/send_data do the common cases themselves. Differentially:
+# the same random sequences of sends, resets and peer frames go to our Connection and
+# to one whose sends are h2's own; every step must raise the same error, leave the
+# same h2 state and queue the same bytes.
+
+def _reference(conn: Connection) -> Connection:
+    """``conn`` with h2's own send_headers/send_data (the reference)."""
+    conn.send_headers = (  # type: ignore[method-assign]
+        lambda *a, **k: h2.connection.H2Connection.send_headers(conn, *a, **k))
+    conn.send_data = (  # type: ignore[method-assign]
+        lambda *a, **k: h2.connection.H2Connection.send_data(conn, *a, **k))
+    return conn
+
+
+def _h2_state(conn: Connection) -> tuple:
+    streams = {}
+    for stream_id, s in conn.streams.items():
+        m = s.state_machine
+        streams[stream_id] = (
+            m.state, m.client, m.headers_sent, m.trailers_sent, m.headers_received,
+            m.trailers_received, m.stream_closed_by, s.outbound_flow_control_window,
+            s.inbound_flow_control_window, s.request_method, s._authority,
+            s.max_outbound_frame_size, s._expected_content_length)
+    table = conn.encoder.header_table
+    return (conn.state_machine.state, streams, dict(conn._closed_streams),
+            conn.highest_outbound_stream_id, conn.highest_inbound_stream_id,
+            conn.outbound_flow_control_window, conn.inbound_flow_control_window,
+            list(table.dynamic_entries), table.maxsize, table.resized)
+
+
+def _outcome(fn, *args, **kwargs) -> str | None:
+    try:
+        fn(*args, **kwargs)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+_S_REQUEST = [(":method", "POST"), (":scheme", "http"), (":path", "/s.S/M"),
+              (":authority", "h:1"), ("content-type", "application/grpc"), ("te", "trailers")]
+_S_RESPONSE = [(":status", "200"), ("content-type", "application/grpc")]
+
+
+def _random_block(rng, side: str) -> object:
+    choice = rng.randrange(14)
+    if choice < 4:
+        return list(_S_REQUEST if side == "client" else _S_RESPONSE)
+    if choice < 6:
+        return [("grpc-status", str(rng.randrange(3))), ("grpc-message", "m" * rng.randrange(3))]
+    if choice == 6:
+        return tuple(_S_RESPONSE if side == "client" else _S_REQUEST)
+    if choice == 7:
+        return [(b":status", b"100")] if rng.random() < 0.7 else [(":status", "103")]
+    if choice == 8:  # past a 16 KiB frame: CONTINUATION frames
+        return list(_S_RESPONSE) + [("x-big", "v" * rng.choice([16000, 17000, 40000]))]
+    if choice == 9:
+        return [(b":status", b"200"), (b"x-bytes", str(rng.random()).encode())]
+    if choice == 10:
+        return [(":status", "200"), hpack.NeverIndexedHeaderTuple("x-secret", "s")]
+    if choice == 11:
+        return [(":status", "200", True), ("x-triple", "t")]
+    if choice == 12:
+        return rng.choice([[], [(":status", 200)], iter(_S_RESPONSE), [[":status", "200"]]])
+    return [(":method", "GET"), (":authority", f"a{rng.randrange(3)}"), (":path", "/")]
+
+
+def _peer(side: str, settings: dict) -> h2.connection.H2Connection:
+    peer = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=side == "server", header_encoding=None, validate_inbound_headers=False,
+        validate_outbound_headers=False, normalize_inbound_headers=False))
+    peer.local_settings = h2.settings.Settings(client=side == "server", initial_values=settings)
+    peer.initiate_connection()
+    return peer
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+@pytest.mark.parametrize("seed", range(8))
+def test_our_sends_queue_h2s_bytes_and_leave_h2s_state(side, seed):
+    import random
+
+    rng = random.Random(seed)
+    settings = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: rng.choice([0, 50, 70000]),
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: rng.choice([2, 100])}
+    pairs = []
+    for make in (lambda c: c, _reference):
+        ours = make(new_h2_connection(h2.config.H2Configuration(
+            client_side=side == "client", header_encoding=None,
+            validate_outbound_headers=False, normalize_outbound_headers=False,
+            validate_inbound_headers=False, normalize_inbound_headers=False), 64 * 1024))
+        ours.initiate_connection()
+        peer = _peer(side, settings)
+        pairs.append([ours, peer, False])  # ours, its peer, peer failed
+    fast, ref = pairs[0][0], pairs[1][0]
+
+    def deliver() -> None:
+        sent = [b"".join(p[0].take_output()) for p in pairs]
+        assert sent[0] == sent[1]
+        for pair in pairs:
+            if not pair[2] and sent[0]:
+                pair[2] = _outcome(pair[1].receive_data, sent[0]) is not None
+
+    def from_peers(op: str, *args) -> None:
+        results, wires = [], []
+        for _ours, peer, failed in pairs:
+            results.append(None if failed else _outcome(getattr(peer, op), *args))
+            wires.append(peer.data_to_send())
+        assert results[0] == results[1] and wires[0] == wires[1]
+        outcomes = [_outcome(p[0].receive_data, wires[0]) if wires[0] else None for p in pairs]
+        assert outcomes[0] == outcomes[1]
+
+    deliver()
+    from_peers("ping", b"12345678")  # nothing: just the prefaces and SETTINGS
+    deliver()
+    from_peers("ping", b"12345678")
+    count = 0
+    for step in range(250):
+        ids = sorted(set(fast.streams) | {fast.highest_outbound_stream_id or 1,
+                                          fast.highest_inbound_stream_id or 2, 99})
+        stream_id = rng.choice(ids)
+        sending = [i for i, s in fast.streams.items() if s.open and not
+                   s.state_machine.state == h2.stream.StreamState.HALF_CLOSED_LOCAL]
+        sensible = rng.random() < 0.7
+        if sensible and sending:
+            stream_id = rng.choice(sending)
+        elif stream_id not in fast.streams:
+            sensible = False
+        kind = rng.random()
+        if kind < 0.3:
+            block, end = _random_block(rng, side), rng.random() < 0.4
+            if side == "client" and (rng.random() < 0.6 or sensible and not sending):
+                stream_id = fast.get_next_available_stream_id()
+            elif sensible and sending:  # a response, or trailers
+                if fast.streams[stream_id].state_machine.headers_sent:
+                    block, end = [("grpc-status", "0")], rng.random() < 0.9
+                elif side == "server":
+                    block = list(_S_RESPONSE)
+            blocks = [block, block] if not hasattr(block, "__next__") else [
+                iter(list(_S_RESPONSE)), iter(list(_S_RESPONSE))]
+            got = [_outcome(c.send_headers, stream_id, b, end_stream=end)
+                   for c, b in zip((fast, ref), blocks, strict=True)]
+        elif kind < 0.6:
+            if sensible and not fast.streams[stream_id].state_machine.headers_sent:
+                stream_id = 99  # DATA before the response headers would end the peer
+            size = rng.choice([0, 1, 20, 49, 100, 16384, 17000, 70000])
+            payload = bytes(rng.getrandbits(8) for _ in range(8)) * (size // 8 + 1)
+            payload = payload[:size]
+            data = rng.choice([payload, memoryview(payload), bytearray(payload)])
+            end = rng.random() < 0.3
+            pad = rng.choice([None] * 8 + [0, 3])
+            got = [_outcome(c.send_data, stream_id, data, end_stream=end, pad_length=pad)
+                   for c in (fast, ref)]
+        elif kind < 0.65:
+            got = [_outcome(c.reset_stream, stream_id) for c in (fast, ref)]
+        else:
+            got = [None, None]
+            deliver()
+            action = rng.random()
+            peer_ids = [s for s in pairs[0][1].streams] or [1]
+            target = rng.choice(peer_ids)
+            if action < 0.35 and side == "server":
+                new_id = pairs[0][1].get_next_available_stream_id()
+                from_peers("send_headers", new_id, REQUEST, rng.random() < 0.5)
+            elif action < 0.4:
+                from_peers("send_headers", target, RESPONSE if side == "client"
+                           else [(b"x", b"y")], rng.random() < 0.5)
+            elif action < 0.5:
+                from_peers("end_stream", target)
+            elif action < 0.6:
+                from_peers("reset_stream", target)
+            elif action < 0.8:
+                from_peers("increment_flow_control_window", rng.choice([30, 5000, 70000]),
+                           rng.choice([None, target]))
+            else:
+                from_peers("update_settings", {
+                    h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: rng.choice([0, 60, 90000]),
+                    h2.settings.SettingCodes.MAX_FRAME_SIZE: rng.choice([16384, 20000])})
+            deliver()
+        assert got[0] == got[1], f"step {step}: {got}"
+        count += got[0] is None
+        assert _h2_state(fast) == _h2_state(ref), f"step {step}"
+        if rng.random() < 0.5:
+            deliver()
+    deliver()
+    assert count > 20  # most steps did something
+
+
+@pytest.mark.parametrize("length", [1, 16383, 16384, 16385, 32768, 40000])
+@pytest.mark.parametrize("end_stream", [False, True])
+def test_a_header_block_is_framed_as_hyperframe_frames_it(length, end_stream):
+    conn = _server()
+    conn.take_output()
+    block = bytes(range(256)) * (length // 256 + 1)
+    block = block[:length]
+    conn._queue_header_block(3, block, end_stream, 16384)
+    frames = [HeadersFrame(3)] + [ContinuationFrame(3) for _ in range(1, -(-length // 16384))]
+    for index, frame in enumerate(frames):
+        frame.data = block[index * 16384 : (index + 1) * 16384]
+    frames[-1].flags.add("END_HEADERS")
+    if end_stream:
+        frames[0].flags.add("END_STREAM")
+    assert b"".join(conn.take_output()) == b"".join(f.serialize() for f in frames)
+
+
+def test_a_unary_calls_frames_are_sent_without_h2s_frame_objects(monkeypatch):
+    server = _server(checks=False)  # as H2Transport configures h2
+    client = new_h2_connection(h2.config.H2Configuration(
+        client_side=True, header_encoding=None, validate_outbound_headers=False,
+        normalize_outbound_headers=False), 64 * 1024)
+    client.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an h2 frame object was built")
+
+    monkeypatch.setattr(h2.stream, "HeadersFrame", refuse)
+    monkeypatch.setattr(h2.stream, "DataFrame", refuse)
+    # The first request (the client's connection leaves h2's IDLE state), trailers-only.
+    client.send_headers(1, _S_REQUEST, end_stream=True)
+    server.receive_data(b"".join(client.take_output()))
+    server.send_headers(1, [(":status", "200"), ("grpc-status", "0")], end_stream=True)
+    client.receive_data(b"".join(server.take_output()))
+    assert client.state_machine.state is h2.connection.ConnectionState.CLIENT_OPEN
+    client.send_headers(3, _S_REQUEST)
+    client.send_data(3, b"\0\0\0\0\x01x", end_stream=True)
+    events = server.receive_data(b"".join(client.take_output()))
+    assert [type(e) for e in events][:2] == [h2.events.RequestReceived, h2.events.DataReceived]
+    server.send_headers(3, _S_RESPONSE)
+    server.send_data(3, memoryview(b"\0\0\0\0\x01y"))
+    server.send_headers(3, [("grpc-status", "0")], end_stream=True)
+    events = client.receive_data(b"".join(server.take_output()))
+    assert [type(e) for e in events] == [h2.events.ResponseReceived, h2.events.DataReceived,
+                                         h2.events.TrailersReceived, h2.events.StreamEnded]
+    assert events[1].data == b"\0\0\0\0\x01y"
+    assert client.streams[3].closed and server.streams[3].closed

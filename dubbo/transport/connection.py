@@ -593,7 +593,7 @@ class H2Transport:
         with self._send_lock:
             if not self.secured:
                 return  # h2 keeps its output until the TLS handshake is done
-            with self.lock:
+            with self.lock_mutex:  # ``lock``
                 parts = self.conn.take_output()
                 self._h2_pending = 0
                 backlog_waiters = self._backlog_waiters
@@ -739,25 +739,40 @@ class H2Transport:
         data in the same write. With ``block`` false, a shut window returns the unsent
         rest instead of waiting.
         """
-        parts = [memoryview(p) for p in (data if isinstance(data, tuple) else (data,)) if len(p)]
-        index = offset = 0  # position: parts[index][offset:]
-        sent, total = 0, sum(map(len, parts))
+        if type(data) is bytes and self._send_at_once(stream_id, data, end_stream,
+                                                      get_stream_error, trailers):
+            self.flush()
+            return None
+        parts: list[bytes | memoryview]
+        if type(data) is bytes:  # one message: it goes to h2 as it is if it fits a frame
+            parts = [data] if data else []
+            total = len(data)
+        else:
+            parts = [memoryview(p) for p in (data if isinstance(data, tuple) else (data,))
+                     if len(p)]
+            total = sum(map(len, parts))
+        index = offset = sent = 0  # position: parts[index][offset:]
         stalled_at = 0.0
+        conn = self.conn
         while True:
-            with self.lock:
+            with self.lock_mutex:  # ``lock``'s mutex (a Condition's enter, without the call)
                 while True:
                     err = get_stream_error()
                     if err is not None:
                         raise err
-                    self.check_open()
+                    if self.closed:
+                        raise self.error or UnavailableError(StatusCode.UNAVAILABLE,
+                                                             "connection closed")
                     if sent == total:
                         break
-                    window_room = self.conn.local_flow_control_window(stream_id)
-                    window = min(window_room, OUTBOUND_HIGH_WATER - self.backlog())
+                    window_room = conn.local_flow_control_window(stream_id)
+                    window = min(window_room,
+                                 OUTBOUND_HIGH_WATER - self._h2_pending - len(self._outbuf))
                     if window > 0:
                         break
                     if not block:
-                        return (parts[index][offset:], *parts[index + 1 :])
+                        return (memoryview(parts[index])[offset:],
+                                *(memoryview(p) for p in parts[index + 1 :]))
                     wait = None if deadline is None else deadline.remaining()
                     if wait is not None and wait <= 0:
                         raise DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED,
@@ -773,7 +788,7 @@ class H2Transport:
                         wait = left if wait is None else min(wait, left)
                     self._wait_locked(stream_id, wait, window_room > 0)
                 stalled_at = 0.0
-                frame_size = self.conn.max_outbound_frame_size
+                frame_size = conn.max_outbound_frame_size
                 budget = min(window, SEND_BATCH) if sent < total else 0
                 pushed = 0
                 try:
@@ -781,8 +796,14 @@ class H2Transport:
                         part = parts[index]
                         size = min(frame_size, budget, len(part) - offset)
                         last = sent + size == total
-                        self.conn.send_data(stream_id, part[offset : offset + size],
-                                            end_stream=end_stream and last and trailers is None)
+                        if size == len(part):
+                            chunk = part  # whole (bytes go to h2 without a view)
+                        elif type(part) is memoryview:
+                            chunk = part[offset : offset + size]
+                        else:
+                            chunk = memoryview(part)[offset : offset + size]
+                        conn.send_data(stream_id, chunk,
+                                       end_stream=end_stream and last and trailers is None)
                         offset += size
                         sent += size
                         budget -= size
@@ -791,21 +812,55 @@ class H2Transport:
                             index, offset = index + 1, 0
                     if sent == total:
                         if total == 0 and (end_stream and trailers is None):
-                            self.conn.send_data(stream_id, b"", end_stream=True)
+                            conn.send_data(stream_id, b"", end_stream=True)
                         if trailers is not None:
-                            self.conn.send_headers(stream_id, trailers, end_stream=True)
+                            conn.send_headers(stream_id, trailers, end_stream=True)
                 except h2.exceptions.ProtocolError as exc:
-                    if self.closed:  # the connection failed: say why
-                        raise self.error or UnavailableError(
-                            StatusCode.UNAVAILABLE, f"connection closed: {exc}") from None
-                    # Reset by the peer in a read whose events are not handled yet.
-                    raise get_stream_error() or CancelledError(
-                        StatusCode.CANCELLED, f"stream closed: {exc}") from None
+                    raise self._refused(exc, get_stream_error) from None
                 finally:
                     self._h2_pending += pushed
             self.flush()
             if sent == total:
                 return None
+
+    def _send_at_once(self, stream_id: int, data: bytes, end_stream: bool,
+                      get_stream_error: Callable[[], RpcError | None],
+                      trailers: list[tuple[str, str]] | None) -> bool:
+        """``send_data``'s first pass for a non-empty message that fits one DATA frame,
+        the windows and the backlog as they are (a small message, nearly always): the
+        same checks and pushes, in one lock hold, without the general loop. False,
+        having done nothing, when it does not fit."""
+        size = len(data)
+        conn = self.conn
+        with self.lock_mutex:  # ``lock``
+            err = get_stream_error()
+            if err is not None:
+                raise err
+            if self.closed:
+                raise self.error or UnavailableError(StatusCode.UNAVAILABLE,
+                                                     "connection closed")
+            if not (0 < size <= SEND_BATCH and size <= conn.max_outbound_frame_size
+                    and size <= OUTBOUND_HIGH_WATER - self._h2_pending - len(self._outbuf)
+                    and size <= conn.local_flow_control_window(stream_id)):
+                return False
+            try:
+                conn.send_data(stream_id, data, end_stream=end_stream and trailers is None)
+                self._h2_pending += size
+                if trailers is not None:
+                    conn.send_headers(stream_id, trailers, end_stream=True)
+            except h2.exceptions.ProtocolError as exc:
+                raise self._refused(exc, get_stream_error) from None
+        return True
+
+    def _refused(self, exc: Exception, get_stream_error: Callable[[], RpcError | None]
+                 ) -> RpcError:
+        """What a send raises when h2 refuses it (lock held)."""
+        if self.closed:  # the connection failed: say why
+            return self.error or UnavailableError(StatusCode.UNAVAILABLE,
+                                                  f"connection closed: {exc}")
+        # Reset by the peer in a read whose events are not handled yet.
+        return get_stream_error() or CancelledError(StatusCode.CANCELLED,
+                                                    f"stream closed: {exc}")
 
     def _wait_locked(self, stream_id: int, timeout: float | None, for_backlog: bool) -> None:
         """Wait (lock held) on the stream's own condition until something that concerns

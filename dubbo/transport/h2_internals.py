@@ -28,6 +28,17 @@ by ``_receive_headers_frame``)   MAX_CONCURRENT_STREAMS is refused alone (RFC 91
 ``H2Connection.receive_data``    re-implemented without a trace log per read,
 ``FrameBuffer.__next__``         frames taken with ``next_frame`` (no
                                  StopIteration per read)
+``_begin_new_stream``,           HEADERS and DATA sent without h2's frame objects
+``open_outbound_streams``,       (``send_headers``/``send_data``, issue 11: h2's
+``streams``, an ``H2Stream``'s   send path cost a unary call ~50 µs per side): the
+``state_machine`` (``state``,    common cases advance exactly the state h2's send
+``client``, ``headers_sent``,    path would, byte for byte the same frames; the
+``trailers_sent``,               rest is h2's own. ``test_our_sends_queue_h2s_bytes``
+``stream_closed_by``),           runs random sequences against h2's own sends
+``outbound_flow_control_window``
+``request_method``,
+``_authority``, h2.utilities'
+header helpers, ``_data_to_send``
 ``incoming_buffer``              replaced by ``GuardedFrameBuffer``: frame size
 ``FrameBuffer._data``            checked on the 9-byte header, header block bounded
 ``FrameBuffer._headers_buffer``  in bytes
@@ -70,9 +81,16 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import h2.stream
+from h2.connection import AllowedStreamIDs, ConnectionState
 from h2.frame_buffer import FrameBuffer
-from h2.utilities import is_informational_response
-from hpack import Decoder, Encoder
+from h2.stream import StreamClosedBy, StreamState
+from h2.utilities import (
+    authority_from_headers,
+    extract_method_header,
+    is_informational_response,
+    utf8_encode_headers,
+)
+from hpack import Decoder, Encoder, HeaderTuple
 from hpack.table import HeaderTable
 from hyperframe.exceptions import InvalidDataError, InvalidFrameError, InvalidPaddingError
 from hyperframe.flags import Flags
@@ -93,12 +111,24 @@ __all__ = ["Connection", "GuardedFrameBuffer", "VersionedTable", "install_versio
 
 _HEADERS, _PUSH_PROMISE = 0x01, 0x05  # frame types that may start a header block
 _DATA, _SETTINGS = 0x00, 0x04
-_CLOSED = h2.stream.StreamState.CLOSED
 _CONNECTION_OPEN = (h2.connection.ConnectionState.CLIENT_OPEN,
                     h2.connection.ConnectionState.SERVER_OPEN)
 _RECV_HEADERS = h2.connection.ConnectionInputs.RECV_HEADERS
 _STREAM_RECV_HEADERS = h2.stream.StreamInputs.RECV_HEADERS
 _STREAM_RECV_END_STREAM = h2.stream.StreamInputs.RECV_END_STREAM
+_CONTINUATION = 0x09
+_END_STREAM, _END_HEADERS = 0x01, 0x04  # frame flags
+_OPEN_STATES = (ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN)
+_IDLE = ConnectionState.IDLE
+_OPEN, _HALF_CLOSED_REMOTE = StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE
+_HALF_CLOSED_LOCAL, _CLOSED = StreamState.HALF_CLOSED_LOCAL, StreamState.CLOSED
+# What send_headers needs to know of a header block beyond its HPACK coding, by block:
+# (a plain list of two-tuples h2 would code as is, informational (:status 1xx),
+# :authority, :method), h2's own answers. Bounded like hpack_cache's caches.
+_INFO_MAX_ENTRIES = 256
+_INFO_MAX_BYTES = 256 * 1024
+_INFO_MAX_BLOCK = 4 * 1024
+_HeaderInfo = tuple[bool, bool, Any, Any]
 _FRAME_HEADER = struct.Struct(">HBBBL")  # hyperframe's 9-byte frame header
 # DATA payloads at least this big are sent as views of the caller's buffer, beside
 # their 9-byte header, instead of being copied into h2's output buffer.
@@ -288,6 +318,9 @@ class Connection(h2.connection.H2Connection):
                  encoder: Encoder, decoder: Decoder, max_header_block: int) -> None:
         # Output queued before ``_data_to_send`` (``_prepare_for_sending``).
         self._parts: list[OutputPart] = []
+        # send_headers' view of header blocks seen before (_learn_headers)
+        self._header_info: dict[tuple[Any, ...], _HeaderInfo] = {}
+        self._header_info_bytes = 0
         super().__init__(config=config)
         self.encoder = encoder
         self.decoder = decoder
@@ -304,6 +337,11 @@ class Connection(h2.connection.H2Connection):
                                            or config.validate_inbound_headers
                                            or isinstance(config.header_encoding, str))
         self._keep_open_after_goaway()
+        # Read once: send_headers' own path needs h2's outbound header checks off and
+        # knows which side it is on (our configurations never change after this).
+        self._client_side = bool(config.client_side)
+        self._plain_outbound = not (config.validate_outbound_headers
+                                    or config.normalize_outbound_headers)
 
     # -- what h2 reads ---------------------------------------------------------------
 
@@ -459,11 +497,177 @@ class Connection(h2.connection.H2Connection):
 
     # -- what we send -----------------------------------------------------------------
 
+    def send_headers(self, stream_id: int, headers: Any, end_stream: bool = False,
+                     priority_weight: int | None = None, priority_depends_on: int | None = None,
+                     priority_exclusive: bool | None = None) -> None:
+        """h2's, with the common cases done here without h2's frame objects: a request
+        opening a client stream, response headers, trailers (with END_STREAM), as a
+        list or tuple of two-tuples, on an open connection (or a client's first
+        request), h2's outbound header checks off. Each advances h2's connection and
+        stream state exactly as h2's ``send_headers`` would (``H2Connection`` and
+        ``H2Stream.send_headers``, the state machines' SEND_HEADERS/SEND_END_STREAM
+        transitions) and queues the same bytes; anything else, and every case where
+        h2 would raise, is h2's own (it raises the same error after the same state
+        changes). h2 logs nothing here."""
+        if (priority_weight is None and priority_depends_on is None
+                and priority_exclusive is None and headers
+                and (type(headers) is list or type(headers) is tuple)
+                and (self.state_machine.state in _OPEN_STATES
+                     or self.state_machine.state is _IDLE and self._client_side)):
+            if self._send_headers_fast(stream_id, headers, end_stream):
+                return
+        super().send_headers(stream_id, headers, end_stream, priority_weight,
+                             priority_depends_on, priority_exclusive)
+
+    def _send_headers_fast(self, stream_id: int, headers: Any, end_stream: bool) -> bool:
+        """``send_headers`` done here; False (nothing changed) leaves it to h2."""
+        if not self._plain_outbound:
+            return False
+        key = headers if type(headers) is tuple else tuple(headers)
+        try:
+            info = self._header_info.get(key)
+        except TypeError:  # a field that is not a tuple: h2's to judge
+            return False
+        if info is None:
+            info = self._learn_headers(key)
+            if info is None:
+                return False
+        plain, informational, authority, method = info
+        if not plain:
+            return False
+        stream = self.streams.get(stream_id)
+        if stream is None:  # a new stream: only a client's request here
+            if not self._client_side or informational:
+                return False
+            # h2 counts (and purges) open streams against the peer's limit first.
+            if self.open_outbound_streams + 1 > self.remote_settings.max_concurrent_streams:
+                return False
+            if self.state_machine.state is _IDLE:  # the first request opens the connection
+                self.state_machine.state = ConnectionState.CLIENT_OPEN
+            # Raises as h2 would (stream id too low, wrong parity), before any change.
+            stream = self._begin_new_stream(stream_id, AllowedStreamIDs.ODD)
+            machine = stream.state_machine
+            # IDLE --SEND_HEADERS--> OPEN (request_sent)
+            machine.state = _OPEN
+            machine.client = True
+            machine.headers_sent = True
+        else:
+            machine = stream.state_machine
+            state = machine.state
+            if (state is not _OPEN and state is not _HALF_CLOSED_REMOTE
+                    or self.state_machine.state is _IDLE):
+                return False
+            if machine.headers_sent:  # trailers: must end the stream, once
+                if machine.trailers_sent or not end_stream or (
+                        informational and not machine.client):
+                    return False
+                machine.trailers_sent = True  # SEND_HEADERS (response_sent), same state
+            else:  # the response (a client's stream never gets here unsent)
+                if machine.client is not False or informational:
+                    return False
+                machine.headers_sent = True  # SEND_HEADERS (response_sent), same state
+        block = self.encoder.encode(key)
+        if end_stream:  # SEND_END_STREAM
+            if machine.state is _OPEN:
+                machine.state = _HALF_CLOSED_LOCAL
+            else:
+                machine.state = _CLOSED
+                machine.stream_closed_by = StreamClosedBy.SEND_END_STREAM
+        if machine.client and stream._authority is None:
+            stream._authority = authority
+        stream.request_method = method
+        self._queue_header_block(stream_id, block, end_stream,
+                                 stream.max_outbound_frame_size or 0)
+        return True
+
+    def _learn_headers(self, key: tuple[Any, ...]) -> _HeaderInfo | None:
+        """h2's view of a header block (see ``_HeaderInfo``), remembered; None if h2
+        would fail on it (h2 then raises where it would)."""
+        try:
+            fields = utf8_encode_headers(key)
+            cost = sum(len(field[0]) + len(field[1]) + 32 for field in fields)
+        except Exception:
+            return None
+        # hpack codes (name, value, sensitive) triples itself; h2 drops the third item.
+        plain = all(isinstance(field, HeaderTuple) or (type(field) is tuple and len(field) == 2)
+                    for field in key)
+        info = (plain, is_informational_response(fields), authority_from_headers(fields),
+                extract_method_header(fields))
+        if cost <= _INFO_MAX_BLOCK:
+            if (len(self._header_info) >= _INFO_MAX_ENTRIES
+                    or self._header_info_bytes + cost > _INFO_MAX_BYTES):
+                self._header_info.clear()
+                self._header_info_bytes = 0
+            self._header_info[key] = info
+            self._header_info_bytes += cost
+        return info
+
+    def _queue_header_block(self, stream_id: int, block: bytes, end_stream: bool,
+                            max_size: int) -> None:
+        """HEADERS (and CONTINUATIONs past ``max_size``), as hyperframe serialises
+        h2's frames: END_STREAM on the first, END_HEADERS on the last."""
+        out = self._data_to_send
+        stream_id &= 0x7FFFFFFF
+        length = len(block)
+        flags = _END_STREAM if end_stream else 0
+        if length <= max_size:
+            out += _FRAME_HEADER.pack(length >> 8, length & 0xFF, _HEADERS,
+                                      flags | _END_HEADERS, stream_id)
+            out += block
+            return
+        kind = _HEADERS
+        for start in range(0, length, max_size):
+            chunk = block[start : start + max_size]
+            size = len(chunk)
+            if start + max_size >= length:
+                flags |= _END_HEADERS
+            out += _FRAME_HEADER.pack(size >> 8, size & 0xFF, kind, flags, stream_id)
+            out += chunk
+            kind, flags = _CONTINUATION, 0
+
     def send_data(self, stream_id: int, data: bytes | memoryview, end_stream: bool = False,
                   pad_length: Any = None) -> None:
-        """h2's; a large view passes through h2 wrapped, as h2's stream copies a
-        ``memoryview`` (``tobytes``) and only ever takes the length of anything else."""
-        if type(data) is memoryview and pad_length is None and len(data) >= ZERO_COPY_DATA:
+        """h2's. Unpadded DATA on an open stream within its window is done here, without
+        h2's frame objects: the same state change (SEND_DATA, SEND_END_STREAM), the
+        same windows debited, the same bytes queued; a payload of ``ZERO_COPY_DATA``
+        bytes or more queues as a part of its own (``take_output``), not copied.
+        Anything else, and every case where h2 raises, is h2's own."""
+        stream = self.streams.get(stream_id)
+        size = len(data)
+        if (stream is not None and pad_length is None
+                and self.state_machine.state in _OPEN_STATES
+                and (size <= stream.outbound_flow_control_window
+                     and size <= self.outbound_flow_control_window or not size)
+                and size <= self.max_outbound_frame_size
+                and (type(data) is bytes or type(data) is memoryview and data.nbytes == size)):
+            machine = stream.state_machine
+            state = machine.state
+            if state is _OPEN or state is _HALF_CLOSED_REMOTE:
+                if end_stream:
+                    if state is _OPEN:
+                        machine.state = _HALF_CLOSED_LOCAL
+                    else:
+                        machine.state = _CLOSED
+                        machine.stream_closed_by = StreamClosedBy.SEND_END_STREAM
+                stream.outbound_flow_control_window -= size
+                self.outbound_flow_control_window -= size
+                header = _FRAME_HEADER.pack(size >> 8, size & 0xFF, _DATA,
+                                            _END_STREAM if end_stream else 0,
+                                            stream_id & 0x7FFFFFFF)
+                if size < ZERO_COPY_DATA:
+                    out = self._data_to_send
+                    out += header
+                    out += data
+                else:
+                    if self._data_to_send:
+                        self._parts.append(self._data_to_send)
+                        self._data_to_send = bytearray()
+                    self._parts.append(header)
+                    self._parts.append(data)
+                return
+        # h2's own; a large view passes through h2 wrapped, as h2's stream copies a
+        # ``memoryview`` (``tobytes``) and only ever takes the length of anything else.
+        if type(data) is memoryview and pad_length is None and size >= ZERO_COPY_DATA:
             data = _View(data)  # type: ignore[assignment]  # unwrapped below
         super().send_data(stream_id, data, end_stream, pad_length)
 

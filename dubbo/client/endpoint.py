@@ -76,13 +76,12 @@ class Endpoint:
         Never waits on the network: a new connection connects in its own loop thread,
         and each caller waits for it in ``open_stream`` up to its own deadline, so one
         stalled connect or handshake holds no other caller in line."""
-        from .client import ClientConnection
-
         client = self.client
         with self._lock:
             current = self._usable_locked()
         if current is not None:
             return current
+        from .client import ClientConnection  # a cycle: client.py imports this module
         # Resolved outside the lock: a slow name lookup holds no other caller.
         resolved = self._resolved
         if resolved is None:

@@ -310,9 +310,13 @@ class ClientConnection(H2Transport):
                 f"failed to connect to {self._where()}: timed out after {timeout:g}s"))
 
     def open_stream(self, call: ClientCall, headers: list[tuple[str, str]],
-                    end_stream: bool = False) -> None:
+                    end_stream: bool = False, data: bytes | None = None) -> bool:
         """Start a stream for ``call``, waiting for a free slot under the peer's
-        MAX_CONCURRENT_STREAMS. The headers go out with the caller's next flush."""
+        MAX_CONCURRENT_STREAMS. The headers go out with the caller's next flush.
+
+        ``data``: the whole request, queued behind the headers with END_STREAM in the
+        same lock hold when it fits now (``push_first_data``); True if it was (the
+        request is then half-closed), False if the caller must send it."""
         with self.lock_mutex:  # the lock under ``lock`` (its Condition's own waits work)
             try:
                 while True:
@@ -346,12 +350,14 @@ class ClientConnection(H2Transport):
                     call.stream.connection_lost(exc.code, exc.details)
                 raise
             call.stream.start()
-            if end_stream:
+            sent = data is not None and self.push_first_data(stream_id, data)
+            if end_stream or sent:
                 call.stream.half_close()
             call.stream_id = stream_id
             self.calls[stream_id] = call
             if call.endpoint is not None:
                 call.endpoint.call_started()
+        return sent
 
     def apply_end(self, call: ClientCall, step: Step, release: bool = True) -> None:
         """``step`` ended ``call`` (taken under the lock; this runs without it): send
@@ -678,20 +684,26 @@ class _Method:
             if not self.response_streaming:
                 ended = call.ended = threading.Lock()
                 ended.acquire()
-            transport.open_stream(call, headers)
+            # A small request goes with its headers, in one lock hold.
+            sent = transport.open_stream(call, headers,
+                                         data=frame if type(frame) is bytes else None)
         except RpcError as exc:
             raise _NotSent(exc) from None
         if frame is not None:
             try:
-                transport.send_data(call.stream_id, frame, True, deadline,
-                                    call.stream.get_send_error)
+                if sent:
+                    transport.flush()
+                else:
+                    transport.send_data(call.stream_id, frame, True, deadline,
+                                        call.stream.get_send_error)
             except RpcError as exc:
                 if call.stream.status is None:  # not answered early: the send failed
                     call.end_locally(exc)
                     raise call.stream.error or exc from None
                 # answered before the request was all sent: read() reports the status
             else:
-                call.half_closed()
+                if not sent:
+                    call.half_closed()
         else:
             # The HEADERS go out now: the first request may come only after a reply
             # (a server that speaks first), and nothing else may flush them.

@@ -720,7 +720,7 @@ class _Method:
                                                  urgent)
             thread = threading.Thread(target=_send_requests,
                                       args=(call, writer, iter(request),
-                                            lambda r: self._frame(r, codec)),
+                                            self._frame, codec),
                                       name="dubbo-client-sender", daemon=True)
             thread.start()
         return call
@@ -853,7 +853,7 @@ class BidiStreamMethod(ServerStreamMethod):
 
 
 def _send_requests(call: ClientCall, writer: MessageWriter, requests: Iterator[Any],
-                   frame: Callable[[Any], Payload]) -> None:
+                   frame: Callable[[Any, Codec | None], Payload], codec: Codec | None) -> None:
     """Sender thread: stream the caller's requests, then half-close."""
     clock = time.perf_counter
     get_send_error = call.stream.get_send_error
@@ -869,7 +869,7 @@ def _send_requests(call: ClientCall, writer: MessageWriter, requests: Iterator[A
             fast = clock() - started < FAST_PRODUCER
             if get_send_error() is not None:  # without the lock: send_data asks again
                 return
-            writer.write(frame(request), fast)
+            writer.write(frame(request, codec), fast)
         writer.close(end_stream=True)
         call.half_closed()
     except RpcError:

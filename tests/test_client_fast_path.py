@@ -110,6 +110,8 @@ def echo_server():
     handler = RpcServiceHandler(service_name="test.Fast", method_handlers={
         "Echo": RpcMethodHandler.unary(lambda request, context=None: request, "Echo"),
         "Big": RpcMethodHandler.unary(lambda request, context=None: request * 3, "Big"),
+        "Three": RpcMethodHandler.server_stream(
+            lambda request, context=None: iter([request] * 3), "Three"),
     })
     server = dubbo.Server(ServiceConfig(handler, host="127.0.0.1", port=0)).start()
     try:
@@ -159,3 +161,33 @@ def test_many_threads_share_a_connection_through_the_fast_path(echo_server):
             thread.join(30)
         assert not errors
         assert client.providers()[0].active == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_reply_the_deserializer_refuses_is_internal(echo_server):
+    """Unary and streaming replies: the deserializer's exception becomes INTERNAL
+    "Exception deserializing response", with the exception as its cause."""
+
+    def refuse(data: bytes) -> bytes:
+        if data == b"bad":
+            raise ValueError("not this one")
+        return data
+
+    with dubbo.Client(ReferenceConfig.from_url(
+            f"tri://127.0.0.1:{echo_server.port}/test.Fast")) as client:
+        echo = client.unary("Echo", response_deserializer=refuse)
+        assert echo(b"good") == b"good"
+        with pytest.raises(dubbo.RpcError) as info:
+            echo(b"bad")
+        assert info.value.code is dubbo.StatusCode.INTERNAL
+        assert "Exception deserializing response" in info.value.details
+        assert isinstance(info.value.__cause__, ValueError)
+        three = client.server_stream("Three", response_deserializer=refuse)
+        assert list(three(b"ok")) == [b"ok"] * 3
+        replies = three(b"bad")
+        with pytest.raises(dubbo.RpcError) as info:
+            next(replies)
+        assert info.value.code is dubbo.StatusCode.INTERNAL
+        assert "Exception deserializing response" in info.value.details
+        assert isinstance(info.value.__cause__, ValueError)
+        replies.cancel()

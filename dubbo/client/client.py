@@ -945,9 +945,10 @@ class Client:
         self.policy = ClusterPolicy.of(reference.cluster, reference.retries,
                                        reference.forks)
         self._timer: Scheduler | None = None
-        self._lock = threading.Lock()  # guards _endpoints, _closed, _timer
+        self._lock = threading.Lock()  # guards _endpoints, _endpoint_list, _closed, _timer
         # The providers calls may go to, by "host:port"; replaced as a registry says.
         self._endpoints: dict[str, Endpoint] = {}
+        self._endpoint_list: tuple[Endpoint, ...] = ()  # its values, for pick() (_lock)
         self._closed = False
         self._on_close: list[Callable[[], None]] = []  # registry unsubscribe, ...
         extra = []
@@ -1056,6 +1057,7 @@ class Client:
                     self._endpoints[key] = Endpoint(self, host, port, weight)
                 else:
                     endpoint.weight = weight
+            self._endpoint_list = tuple(self._endpoints.values())
         for endpoint in retired:
             endpoint.retire()
 
@@ -1066,13 +1068,14 @@ class Client:
     def pick(self, tried: set[str], key: bytes | None = None) -> Endpoint:
         """The provider for a call: balanced over those not tried yet and not set aside
         after a failed connect (if none is left, over those not tried)."""
-        with self._lock:
-            if self._closed:
-                # Not UNAVAILABLE: that code tells callers and failover to try again.
-                raise RpcError(StatusCode.FAILED_PRECONDITION,
-                               f"the client of {self.reference.service} is closed: "
-                               "calls need a new dubbo.Client")
-            endpoints = list(self._endpoints.values())
+        # Unlocked: _closed only goes False -> True and _endpoint_list is replaced whole
+        # under _lock (a call racing close() or set_providers() sees either state).
+        if self._closed:
+            # Not UNAVAILABLE: that code tells callers and failover to try again.
+            raise RpcError(StatusCode.FAILED_PRECONDITION,
+                           f"the client of {self.reference.service} is closed: "
+                           "calls need a new dubbo.Client")
+        endpoints = self._endpoint_list
         if len(endpoints) == 1:
             return endpoints[0]
         if not endpoints:
@@ -1080,7 +1083,7 @@ class Client:
                                    f"no provider of {self.reference.service}"
                                    + _describe_filter(self.reference))
         fresh = [e for e in endpoints if e.key not in tried]
-        candidates = [e for e in fresh if e.available()] or fresh or endpoints
+        candidates = [e for e in fresh if e.available()] or fresh or list(endpoints)
         if len(candidates) == 1:
             return candidates[0]
         return self.balancer.select(candidates, key)
@@ -1110,6 +1113,7 @@ class Client:
             self._closed = True
             endpoints = list(self._endpoints.values())
             self._endpoints.clear()
+            self._endpoint_list = ()
             on_close, self._on_close = self._on_close, []
         for fn in on_close:
             try:

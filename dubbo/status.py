@@ -55,11 +55,20 @@ class StatusCode(enum.IntEnum):
     @classmethod
     def from_wire(cls, value: Any) -> StatusCode:
         """Parse a ``grpc-status`` value; anything unparseable is UNKNOWN (spec: never fail)."""
+        if type(value) is bytes or type(value) is str:  # hashable: the usual spellings,
+            code = _FROM_WIRE.get(value)  # without Enum's __call__
+            if code is not None:
+                return code
         try:
             return cls(int(value))
         except (TypeError, ValueError):
             return cls.UNKNOWN
 
+
+_FROM_WIRE: dict[Any, StatusCode] = {
+    **{str(code.value).encode(): code for code in StatusCode},
+    **{str(code.value): code for code in StatusCode},
+}
 
 Metadata = Sequence[tuple[str, Any]]
 

@@ -35,7 +35,7 @@ from ..transport.timer import Scheduler
 from ..transport.tls import TLSLayer
 from ..transport.tls import prepare as tls_prepare
 from ..wire.compression import Codec, accept_encoding_header, codec_name, get_codec, resolve
-from ..wire.deadline import Deadline
+from ..wire.deadline import Deadline, encode_timeout
 from ..wire.framing import DEFAULT_MAX_MESSAGE_SIZE, frame_message
 from ..wire.metadata import (
     MetadataLike,
@@ -62,11 +62,13 @@ class ClientCall:
 
     Lock: ``transport.lock`` guards ``stream`` (every transition is taken under it),
     ``headers_event`` and ``requests_taken``. The reader thread feeds ``inbox``; its
-    consumer is the caller's thread.
+    consumer is the caller's thread. ``ended`` (calls with one response) is a lock held
+    until the call is over: ``apply_end`` releases it last, so the caller waits once and
+    is woken once, when the reply, the status and the stream's release are all done.
     """
 
     __slots__ = ("transport", "stream_id", "stream", "inbox", "deadline", "headers_event",
-                 "writer", "reading", "endpoint", "requests_taken")
+                 "writer", "reading", "endpoint", "requests_taken", "ended")
 
     def __init__(self, transport: ClientConnection, deadline: Deadline | None,
                  max_receive_message_size: int | None, endpoint: Endpoint | None = None) -> None:
@@ -85,6 +87,19 @@ class ClientCall:
         # The sender took a request from the caller's iterator: the call can no longer
         # be tried again elsewhere (set only while the stream is live).
         self.requests_taken = False
+        self.ended: threading.Lock | None = None  # see the class docstring
+
+    def wait_ended(self) -> None:
+        """Wait (to the deadline) for the end of a call with one response, then its
+        messages and status are all in the inbox: ``read`` no longer waits. A call over
+        its deadline is ended with DEADLINE_EXCEEDED, as ``read`` would."""
+        ended = self.ended
+        if ended is None:  # not a one-response call, or already over
+            return
+        deadline = self.deadline
+        if not ended.acquire(True, -1 if deadline is None else deadline.remaining()):
+            self.end_locally(DeadlineExceededError(StatusCode.DEADLINE_EXCEEDED,
+                                                   "Deadline Exceeded"), Input.DEADLINE)
 
     @property
     def status(self) -> ResponseStatus | None:
@@ -118,7 +133,7 @@ class ClientCall:
 
     def half_closed(self) -> None:
         """The request's END_STREAM went out."""
-        with self.transport.lock:
+        with self.transport.lock_mutex:
             self.stream.half_close()
 
     def take_requests(self) -> bool:
@@ -219,6 +234,9 @@ class ClientConnection(H2Transport):
             self.calls: dict[int, ClientCall] = {}
             self.draining = False  # GOAWAY received: no new streams here
             self.connected = False  # TCP (and TLS) up: streams may start
+            # Callers waiting in open_stream for a stream slot: a stream that ends
+            # wakes them only if there are any (lock).
+            self._slot_waiters = 0
             self._on_idle = on_idle
             self._on_connect_failed = on_connect_failed
             self._tcp_up = False  # the TCP connect is done (its result was looked at)
@@ -293,13 +311,18 @@ class ClientConnection(H2Transport):
                 f"failed to connect to {self._where()}: timed out after {timeout:g}s"))
 
     def open_stream(self, call: ClientCall, headers: list[tuple[str, str]],
-                    end_stream: bool = False) -> None:
+                    end_stream: bool = False, data: bytes | None = None) -> bool:
         """Start a stream for ``call``, waiting for a free slot under the peer's
-        MAX_CONCURRENT_STREAMS. The headers go out with the caller's next flush."""
-        with self.lock:
+        MAX_CONCURRENT_STREAMS. The headers go out with the caller's next flush.
+
+        ``data``: the whole request, queued behind the headers with END_STREAM in the
+        same lock hold when it fits now (``push_first_data``); True if it was (the
+        request is then half-closed), False if the caller must send it."""
+        with self.lock_mutex:  # the lock under ``lock`` (its Condition's own waits work)
             try:
                 while True:
-                    self.check_open()
+                    if self.closed:
+                        self.check_open()
                     if self.draining:
                         raise UnavailableError(StatusCode.UNAVAILABLE,
                                                "connection is draining")
@@ -312,9 +335,14 @@ class ClientConnection(H2Transport):
                                 StatusCode.DEADLINE_EXCEEDED,
                                 "Deadline Exceeded waiting for a stream" if self.connected
                                 else f"Deadline Exceeded while connecting to {self._where()}")
-                        self.lock.wait(call.deadline.remaining())
+                        wait = call.deadline.remaining()
                     else:
-                        self.lock.wait()
+                        wait = None
+                    self._slot_waiters += 1
+                    try:
+                        self.lock.wait(wait)
+                    finally:
+                        self._slot_waiters -= 1
                 stream_id = self.start_stream(headers, end_stream)
             except RpcError as exc:  # never started: nothing to reset, nobody to wake
                 if isinstance(exc, DeadlineExceededError):
@@ -323,12 +351,14 @@ class ClientConnection(H2Transport):
                     call.stream.connection_lost(exc.code, exc.details)
                 raise
             call.stream.start()
-            if end_stream:
+            sent = data is not None and self.push_first_data(stream_id, data)
+            if end_stream or sent:
                 call.stream.half_close()
             call.stream_id = stream_id
             self.calls[stream_id] = call
             if call.endpoint is not None:
                 call.endpoint.call_started()
+        return sent
 
     def apply_end(self, call: ClientCall, step: Step, release: bool = True) -> None:
         """``step`` ended ``call`` (taken under the lock; this runs without it): send
@@ -336,29 +366,37 @@ class ClientConnection(H2Transport):
         stream = call.stream
         if step.send is Send.RST_STREAM and step.reset_code is not None:
             self.reset_stream(call.stream_id, step.reset_code)
-        if stream.error is not None and release:
-            # Ended by us: the stream is forgotten before its waiters wake.
+        if release:
+            # The stream is forgotten (its slot free, its provider's count down) before
+            # its waiters wake: a caller's next call finds it gone.
             self.stream_closed(call)
-            release = False
         if stream.drain:
             call.inbox.end()  # the messages before the status are still read
         else:
             error = stream.final_error()
             assert error is not None
             call.inbox.fail(error)
-        call.headers_arrived()
-        if release:
-            self.stream_closed(call)
+        if call.headers_event is not None:
+            call.headers_arrived()
+        ended = call.ended
+        if ended is not None:  # the caller's one wake-up, last (apply_end runs once)
+            call.ended = None
+            ended.release()
 
     def stream_closed(self, call: ClientCall) -> None:
-        with self.lock:
+        with self.lock_mutex:
             was_open = self.calls.pop(call.stream_id, None) is not None
             idle = self.draining and not self.calls
-            self.lock.notify_all()  # a stream slot is free
+            if self._slot_waiters:
+                self.lock.notify_slot_waiters()  # a stream slot is free
         if was_open and call.endpoint is not None:
             call.endpoint.call_ended()
-        # Replies nobody will read still count against the connection's window.
-        credit = call.inbox.abandon()
+        # Replies nobody will read still count against the connection's window. A call
+        # the server ended is closed on the reader thread, the only one that feeds (or
+        # defers credit into) its inbox, and nothing feeds it once it left ``calls``:
+        # with no credit deferred there is nothing to abandon.
+        inbox = call.inbox
+        credit = inbox.abandon() if call.stream.error is not None or inbox.deferred else 0
         if credit:
             try:
                 self.acknowledge(call.stream_id, credit)
@@ -382,14 +420,15 @@ class ClientConnection(H2Transport):
         call = self.calls.get(stream_id)
         if call is None:
             return
-        with self.lock:
+        with self.lock_mutex:
             step = call.stream.response_headers(headers, end_stream)
             if step.final is not None:
                 self.lock.notify_all()
         if step.final is not None:
             self.apply_end(call, step)
             return
-        call.headers_arrived()
+        if call.headers_event is not None:
+            call.headers_arrived()
         for key, value in headers:
             if key == b"grpc-encoding":
                 if value != b"identity":
@@ -401,9 +440,10 @@ class ClientConnection(H2Transport):
         if call is None:
             return
         complete = call.inbox.decoder.at_boundary()
-        with self.lock:
+        with self.lock_mutex:
             step = call.stream.trailers(headers, complete)
-            self.lock.notify_all()
+            if self._stream_waits:  # a sender of this stream must stop waiting
+                self._wake_stream_locked(stream_id)
         if step.final is not None:
             self.apply_end(call, step)
 
@@ -536,7 +576,13 @@ class ResponseIterator(Call):
         message = self._call.read()
         if message is None:
             raise StopIteration
-        return message if self._deserialize is None else _deserialize(self._deserialize, message)
+        deserialize = self._deserialize
+        if deserialize is None:
+            return message
+        try:  # _deserialize's rule, inline: one Python call less per message
+            return deserialize(message)
+        except Exception as exc:
+            raise _deserialize_error(exc) from exc
 
     def __del__(self) -> None:
         call = getattr(self, "_call", None)
@@ -551,11 +597,15 @@ class ResponseIterator(Call):
         self.cancel()
 
 
+def _deserialize_error(exc: Exception) -> RpcError:
+    return RpcError(StatusCode.INTERNAL, f"Exception deserializing response: {exc}")
+
+
 def _deserialize(deserializer: Deserializer, message: bytes) -> Any:
     try:
         return deserializer(message)
     except Exception as exc:
-        raise RpcError(StatusCode.INTERNAL, f"Exception deserializing response: {exc}") from exc
+        raise _deserialize_error(exc) from exc
 
 
 class _NotSent(Exception):
@@ -603,9 +653,9 @@ class _Method:
         return Deadline.after(self._client.reference.timeout if timeout is None else timeout)
 
     def _attempts(self, deadline: Deadline | None, key: bytes | None,
-                  attempt: Callable[[Endpoint], Any]) -> Any:
-        """Run ``attempt(endpoint)`` on providers the balancer picks, as many times as
-        the cluster strategy allows; its result, or the last error."""
+                  attempt: Callable[..., Any], *args: Any) -> Any:
+        """Run ``attempt(endpoint, *args)`` on providers the balancer picks, as many
+        times as the cluster strategy allows; its result, or the last error."""
         client = self._client
         policy = client.policy
         tried: set[str] = set()
@@ -614,7 +664,7 @@ class _Method:
             number += 1
             endpoint = client.pick(tried, key)
             try:
-                return attempt(endpoint)
+                return attempt(endpoint, *args)
             except _NotSent as exc:
                 error, sent = exc.error, False
             except RpcError as exc:
@@ -644,20 +694,29 @@ class _Method:
         try:
             transport = endpoint.connection()
             call = ClientCall(transport, deadline, client.max_receive_message_size, endpoint)
-            transport.open_stream(call, headers)
+            if not self.response_streaming:
+                ended = call.ended = threading.Lock()
+                ended.acquire()
+            # A small request goes with its headers, in one lock hold.
+            sent = transport.open_stream(call, headers,
+                                         data=frame if type(frame) is bytes else None)
         except RpcError as exc:
             raise _NotSent(exc) from None
         if frame is not None:
             try:
-                transport.send_data(call.stream_id, frame, True, deadline,
-                                    call.stream.get_send_error)
+                if sent:
+                    transport.flush()
+                else:
+                    transport.send_data(call.stream_id, frame, True, deadline,
+                                        call.stream.get_send_error)
             except RpcError as exc:
                 if call.stream.status is None:  # not answered early: the send failed
                     call.end_locally(exc)
                     raise call.stream.error or exc from None
                 # answered before the request was all sent: read() reports the status
             else:
-                call.half_closed()
+                if not sent:
+                    call.half_closed()
         else:
             # The HEADERS go out now: the first request may come only after a reply
             # (a server that speaks first), and nothing else may flush them.
@@ -674,12 +733,13 @@ class _Method:
                                                  urgent)
             thread = threading.Thread(target=_send_requests,
                                       args=(call, writer, iter(request),
-                                            lambda r: self._frame(r, codec)),
+                                            self._frame, codec),
                                       name="dubbo-client-sender", daemon=True)
             thread.start()
         return call
 
     def _unary_response(self, call: ClientCall, with_call: bool) -> Any:
+        call.wait_ended()
         try:
             message = call.read()
             if message is None:
@@ -700,6 +760,7 @@ class _Method:
 
 
 _FAILSAFE = object()  # a failsafe call's failure: the caller gets None
+_UNRESOLVED = object()  # Client._codecs: not looked up yet
 
 
 class UnaryMethod(_Method):
@@ -718,12 +779,17 @@ class UnaryMethod(_Method):
         if client.policy.name == "forking" and not self.request_streaming:
             result = self._fork(request, deadline, metadata, compression, with_call, key, frame)
         else:
-            result = self._attempts(deadline, key, lambda endpoint: self._unary_response(
-                self._start(endpoint, request, deadline, metadata, compression, frame),
-                with_call))
+            result = self._attempts(deadline, key, self._unary_attempt, request, deadline,
+                                    metadata, compression, frame, with_call)
         if result is _FAILSAFE:
             return (None, None) if with_call else None
         return result
+
+    def _unary_attempt(self, endpoint: Endpoint, request: Any, deadline: Deadline | None,
+                       metadata: MetadataLike | None, compression: str | None,
+                       frame: Payload | None, with_call: bool) -> Any:
+        return self._unary_response(
+            self._start(endpoint, request, deadline, metadata, compression, frame), with_call)
 
     def _fork(self, request: Any, deadline: Deadline | None, metadata: MetadataLike | None,
               compression: str | None, with_call: bool, key: bytes | None,
@@ -790,8 +856,8 @@ class ServerStreamMethod(_Method):
         key = None
         if not self.request_streaming and self._client.balancer.name == "consistenthash":
             key = bytes(self._serialized(request))
-        call = self._attempts(deadline, key, lambda endpoint: self._start(
-            endpoint, request, deadline, metadata, compression))
+        call = self._attempts(deadline, key, self._start, request, deadline, metadata,
+                              compression)
         return ResponseIterator(call, self._deserialize)
 
 
@@ -800,7 +866,7 @@ class BidiStreamMethod(ServerStreamMethod):
 
 
 def _send_requests(call: ClientCall, writer: MessageWriter, requests: Iterator[Any],
-                   frame: Callable[[Any], Payload]) -> None:
+                   frame: Callable[[Any, Codec | None], Payload], codec: Codec | None) -> None:
     """Sender thread: stream the caller's requests, then half-close."""
     clock = time.perf_counter
     get_send_error = call.stream.get_send_error
@@ -816,7 +882,7 @@ def _send_requests(call: ClientCall, writer: MessageWriter, requests: Iterator[A
             fast = clock() - started < FAST_PRODUCER
             if get_send_error() is not None:  # without the lock: send_data asks again
                 return
-            writer.write(frame(request), fast)
+            writer.write(frame(request, codec), fast)
         writer.close(end_stream=True)
         call.half_closed()
     except RpcError:
@@ -867,6 +933,11 @@ class Client:
         self.max_receive_message_size = max_receive_message_size
         self.max_send_message_size = max_send_message_size
         self.compression = codec_name(compression) or reference.compression
+        # Resolved codecs by (call's choice, client's); request blocks without metadata
+        # or timeout by (path, authority, codec). Plain dicts: a racing miss only
+        # builds the same value twice.
+        self._codecs: dict[tuple[Any, Any], Codec | None] = {}
+        self._header_blocks: dict[tuple[str, str, str | None], list[tuple[str, str]]] = {}
         self.codec()  # fail fast on an unknown name
         self.keepalive_time = keepalive_time
         self.keepalive_timeout = keepalive_timeout
@@ -877,9 +948,10 @@ class Client:
         self.policy = ClusterPolicy.of(reference.cluster, reference.retries,
                                        reference.forks)
         self._timer: Scheduler | None = None
-        self._lock = threading.Lock()  # guards _endpoints, _closed, _timer
+        self._lock = threading.Lock()  # guards _endpoints, _endpoint_list, _closed, _timer
         # The providers calls may go to, by "host:port"; replaced as a registry says.
         self._endpoints: dict[str, Endpoint] = {}
+        self._endpoint_list: tuple[Endpoint, ...] = ()  # its values, for pick() (_lock)
         self._closed = False
         self._on_close: list[Callable[[], None]] = []  # registry unsubscribe, ...
         extra = []
@@ -935,15 +1007,39 @@ class Client:
 
     def codec(self, name: Any = None) -> Codec | None:
         """The codec for a call's requests: the call's choice, else the client's."""
-        return resolve(codec_name(name) or self.compression)
+        key = (name, self.compression)
+        codec = self._codecs.get(key, _UNRESOLVED)
+        if codec is _UNRESOLVED:  # a few names at most: valid ones only get here twice
+            codec = resolve(codec_name(name) or self.compression)
+            if len(self._codecs) >= 64:
+                self._codecs.clear()
+            self._codecs[key] = codec
+        return codec  # type: ignore[return-value]
 
     def headers(self, path: str, timeout: float | None, metadata: MetadataLike | None,
                 codec: Codec | None, authority: str) -> list[tuple[str, str]]:
-        return request_headers(path, authority, scheme=self._scheme, timeout=timeout,
-                               metadata=encode_metadata(metadata),
-                               accept_encoding=accept_encoding_header(),
-                               encoding=codec.name if codec is not None else None,
-                               extra=self._extra_headers, content_type=self.content_type)
+        if metadata:
+            return request_headers(path, authority, scheme=self._scheme, timeout=timeout,
+                                   metadata=encode_metadata(metadata),
+                                   accept_encoding=accept_encoding_header(),
+                                   encoding=codec.name if codec is not None else None,
+                                   extra=self._extra_headers, content_type=self.content_type)
+        # Without metadata a method's block is the same call after call (but for the
+        # timeout): built once per path, provider and codec.
+        key = (path, authority, None if codec is None else codec.name)
+        block = self._header_blocks.get(key)
+        if block is None:
+            block = request_headers(path, authority, scheme=self._scheme,
+                                    accept_encoding=accept_encoding_header(),
+                                    encoding=key[2], extra=self._extra_headers,
+                                    content_type=self.content_type)
+            if len(self._header_blocks) >= 256:
+                self._header_blocks.clear()
+            self._header_blocks[key] = block
+        if timeout is None:
+            return block.copy()
+        # request_headers' order: the four pseudo-headers, then grpc-timeout.
+        return [*block[:4], ("grpc-timeout", encode_timeout(timeout)), *block[4:]]
 
     # -- providers -----------------------------------------------------------------
 
@@ -964,6 +1060,7 @@ class Client:
                     self._endpoints[key] = Endpoint(self, host, port, weight)
                 else:
                     endpoint.weight = weight
+            self._endpoint_list = tuple(self._endpoints.values())
         for endpoint in retired:
             endpoint.retire()
 
@@ -974,13 +1071,14 @@ class Client:
     def pick(self, tried: set[str], key: bytes | None = None) -> Endpoint:
         """The provider for a call: balanced over those not tried yet and not set aside
         after a failed connect (if none is left, over those not tried)."""
-        with self._lock:
-            if self._closed:
-                # Not UNAVAILABLE: that code tells callers and failover to try again.
-                raise RpcError(StatusCode.FAILED_PRECONDITION,
-                               f"the client of {self.reference.service} is closed: "
-                               "calls need a new dubbo.Client")
-            endpoints = list(self._endpoints.values())
+        # Unlocked: _closed only goes False -> True and _endpoint_list is replaced whole
+        # under _lock (a call racing close() or set_providers() sees either state).
+        if self._closed:
+            # Not UNAVAILABLE: that code tells callers and failover to try again.
+            raise RpcError(StatusCode.FAILED_PRECONDITION,
+                           f"the client of {self.reference.service} is closed: "
+                           "calls need a new dubbo.Client")
+        endpoints = self._endpoint_list
         if len(endpoints) == 1:
             return endpoints[0]
         if not endpoints:
@@ -988,7 +1086,7 @@ class Client:
                                    f"no provider of {self.reference.service}"
                                    + _describe_filter(self.reference))
         fresh = [e for e in endpoints if e.key not in tried]
-        candidates = [e for e in fresh if e.available()] or fresh or endpoints
+        candidates = [e for e in fresh if e.available()] or fresh or list(endpoints)
         if len(candidates) == 1:
             return candidates[0]
         return self.balancer.select(candidates, key)
@@ -1018,6 +1116,7 @@ class Client:
             self._closed = True
             endpoints = list(self._endpoints.values())
             self._endpoints.clear()
+            self._endpoint_list = ()
             on_close, self._on_close = self._on_close, []
         for fn in on_close:
             try:

@@ -76,13 +76,19 @@ class Endpoint:
         Never waits on the network: a new connection connects in its own loop thread,
         and each caller waits for it in ``open_stream`` up to its own deadline, so one
         stalled connect or handshake holds no other caller in line."""
-        from .client import ClientConnection
-
+        # Unlocked first look, the usual case (one writer per field, each read once; a
+        # stale answer is a connection closing under us, which open_stream reports as
+        # not sent, the same race as a close right after the locked look).
+        current = self._current
+        if current is not None and not (self._closed or self._backoff or current.closed
+                                        or current.draining):
+            return current
         client = self.client
         with self._lock:
             current = self._usable_locked()
         if current is not None:
             return current
+        from .client import ClientConnection  # a cycle: client.py imports this module
         # Resolved outside the lock: a slow name lookup holds no other caller.
         resolved = self._resolved
         if resolved is None:

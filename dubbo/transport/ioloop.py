@@ -47,7 +47,8 @@ class IOLoop:
         self._pending: collections.deque[Callable[[], None]] = collections.deque()
         self._woken = False  # a wake-up byte is in flight (under _lock)
         self._closed = False
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # set once, under _lock
+        self._deferred = False  # start_later() was called and the thread is not running
         self.buffer = bytearray(RECV_SIZE)
         self.view = memoryview(self.buffer)
         # One timed callback (a client's connect timeout), without a timer thread.
@@ -61,8 +62,27 @@ class IOLoop:
         self._alarm = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
+        """Start the loop thread (once: later calls do nothing)."""
+        with self._lock:
+            self._deferred = False
+            if self._thread is not None or self._closed:
+                return
+            thread = self._thread = threading.Thread(target=self._run, name=self.name,
+                                                     daemon=True)
+        thread.start()
+
+    def start_later(self) -> None:
+        """Start the loop thread on the first ``start()`` or ``call_soon`` (whatever
+        needs the loop first), not now: a client connection defers it until its first
+        request is on its way, so the thread's start-up (a hand-over between threads)
+        overlaps the server's work instead of delaying the request."""
+        self._deferred = True
+
+    def start_deferred(self) -> None:
+        """``start()`` if ``start_later()`` left the thread for later; else nothing (a
+        cheap check, for every call)."""
+        if self._deferred:
+            self.start()
 
     def in_loop(self) -> bool:
         return threading.current_thread() is self._thread
@@ -76,6 +96,8 @@ class IOLoop:
             if self._woken:
                 return True
             self._woken = True
+        if self._deferred:  # an unlocked peek: start() looks again under the lock
+            self.start()
         try:
             self._wake_w.send(b"\0")
         except OSError:  # the buffer is full: a wake-up is pending anyway

@@ -409,3 +409,32 @@ def test_a_data_frame_is_parsed_from_the_buffer_and_the_buffer_released():
     bad = b"\x00\x00\x05\x00\x08\x00\x00\x00\x03" + b"\x0a" + b"x" * 4
     with pytest.raises(h2.exceptions.ProtocolError):
         server.receive_data(bad)
+
+
+# -- hpack table snapshots (hpack_first) ---------------------------------------------
+
+
+def test_a_table_snapshot_put_into_a_fresh_coder_codes_as_the_original():
+    blocks = [[(b":path", b"/a.B/C"), (b"x-one", b"1")], [(b"x-two", b"2" * 40)],
+              [(b"x-one", b"1"), (b"x-three", b"3")]]
+    original, copy = hpack.Encoder(), hpack.Encoder()
+    table = h2_internals.install_versioned_table(original)
+    fresh = h2_internals.install_versioned_table(copy)
+    original.header_table_size = 200  # evictions, a smaller maxsize, a size update
+    original.encode(blocks[0])
+    original.encode(blocks[1])
+    h2_internals.table_restore(fresh, h2_internals.table_snapshot(table))
+    assert fresh.dynamic_entries == table.dynamic_entries and \
+        fresh.maxsize == table.maxsize and fresh.version == table.version, \
+        _changed("HeaderTable.dynamic_entries / _current_size / _maxsize")
+    assert copy.encode(blocks[2]) == original.encode(blocks[2]), \
+        _changed("what HeaderTable keeps of its state")
+    assert list(fresh.dynamic_entries) == list(table.dynamic_entries)
+    # A decoder given the snapshot of a decoder's table reads what follows alike.
+    sender, reader, copy_reader = hpack.Encoder(), hpack.Decoder(), hpack.Decoder()
+    reader_table = h2_internals.install_versioned_table(reader)
+    copy_table = h2_internals.install_versioned_table(copy_reader)
+    reader.decode(sender.encode(blocks[0]))
+    h2_internals.table_restore(copy_table, h2_internals.table_snapshot(reader_table))
+    follow = sender.encode(blocks[2])  # indexes entries the first block added
+    assert copy_reader.decode(follow, raw=True) == reader.decode(follow, raw=True)

@@ -113,7 +113,7 @@ from ..status import (
 from ..wire.deadline import Deadline
 from ..wire.limits import FloodGuard, FloodLimits
 from .h2_internals import Connection, OutputPart
-from .hpack_cache import CachingDecoder, CachingEncoder
+from .hpack_first import FirstBlocksDecoder, FirstBlocksEncoder
 from .ioloop import IOLoop
 from .timer import Scheduler, TimerHandle
 from .tls import TLSLayer
@@ -164,7 +164,9 @@ def new_h2_connection(config: h2.config.H2Configuration, max_header_list_size: i
     }
     if max_concurrent_streams is not None:
         settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = max_concurrent_streams
-    return Connection(config, settings, CachingEncoder(), CachingDecoder(max_header_list_size),
+    # A new connection's first header blocks are coded once per process (hpack_first).
+    return Connection(config, settings, FirstBlocksEncoder(),
+                      FirstBlocksDecoder(max_header_list_size),
                       max_header_block=max_header_list_size)
 
 

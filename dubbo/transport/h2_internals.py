@@ -35,6 +35,9 @@ by ``_receive_headers_frame``)   MAX_CONCURRENT_STREAMS is refused alone (RFC 91
 hpack ``HeaderTable``, its       a table that counts its changes, so hpack_cache
 ``add``/``maxsize``/``resized``, may reuse a block coded at the same version
 coders' ``header_table``
+``HeaderTable.dynamic_entries``, copied and put back whole (``table_snapshot``,
+``_current_size``, ``_maxsize``  ``table_restore``): hpack_first replays a new
+                                 connection's first blocks coded by an earlier one
 hyperframe ``RstStreamFrame``,   frames built or dispatched on above
 ``GoAwayFrame``
 ================================ ===================================================
@@ -42,6 +45,7 @@ hyperframe ``RstStreamFrame``,   frames built or dispatched on above
 
 from __future__ import annotations
 
+import collections
 import struct
 from typing import Any
 
@@ -58,7 +62,7 @@ from hyperframe.exceptions import InvalidDataError, InvalidFrameError
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame, RstStreamFrame
 
 __all__ = ["Connection", "GuardedFrameBuffer", "VersionedTable", "install_versioned_table",
-           "resize_pending", "OutputPart"]
+           "resize_pending", "OutputPart", "TableState", "table_snapshot", "table_restore"]
 
 _HEADERS, _PUSH_PROMISE = 0x01, 0x05  # frame types that may start a header block
 _DATA = 0x00
@@ -346,3 +350,21 @@ def resize_pending(table: HeaderTable) -> bool:
     """True while an encoder owes the peer a dynamic table size update: its next
     block starts with one, so a block remembered before cannot be reused."""
     return bool(table.resized)
+
+
+# -- hpack table snapshots (hpack_first) ---------------------------------------------
+
+# A dynamic table's whole state: entries (newest first), size, maxsize, resized, version.
+TableState = tuple[tuple[tuple[bytes, bytes], ...], int, int, bool, int]
+
+
+def table_snapshot(table: VersionedTable) -> TableState:
+    """Everything of ``table`` that coding depends on (hpack's ``HeaderTable``)."""
+    return (tuple(table.dynamic_entries), table._current_size, table._maxsize,
+            table.resized, table.version)
+
+
+def table_restore(table: VersionedTable, state: TableState) -> None:
+    """Put ``table`` in the state ``table_snapshot`` took (of this or another table)."""
+    entries, table._current_size, table._maxsize, table.resized, table.version = state
+    table.dynamic_entries = collections.deque(entries)

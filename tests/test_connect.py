@@ -218,3 +218,21 @@ def test_slow_preface_still_served(server: Any) -> None:
                 ended = ended or isinstance(event, h2.events.StreamEnded)
             sock.sendall(conn.data_to_send())
     assert replies == body
+
+
+def test_reference_from_the_same_url_is_a_fresh_config_each_time() -> None:
+    """from_url remembers its parse per URL: what it returns must still be the caller's
+    own to change, and bad URLs must still be refused every time."""
+    url = "tri://h1:1,h2:2/pkg.Svc?timeout=1500&group=g"
+    first = ReferenceConfig.from_url(url)
+    first.parameters["extra"] = "x"
+    first.addresses.append(("h3", 3))
+    first.timeout = 9.0
+    second = ReferenceConfig.from_url(url)
+    assert second.parameters == {"timeout": "1500", "group": "g"}
+    assert second.addresses == [("h1", 1), ("h2", 2)]
+    assert second.timeout == 1.5 and second.group == "g" and second.host == "h1"
+    assert second.parameters is not first.parameters
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            ReferenceConfig.from_url("tri://h1:1/pkg.Svc?nonsense=1")

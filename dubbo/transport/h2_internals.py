@@ -31,6 +31,10 @@ by ``_receive_headers_frame``)   MAX_CONCURRENT_STREAMS is refused alone (RFC 91
 ``FrameBuffer._headers_buffer``  in bytes
 ``FrameBuffer._update_header_buffer``
 ``local_settings`` (replaced)    our settings in force from the preface on
+every attribute h2's ``__init__`` ``Connection.clone``: a new connection copied
+sets, ``Settings._settings``,    from a template instead of built (h2's init
+``WindowManager``, the dispatch  makes objects we replace at once)
+table, ``FrameBuffer._preamble``
 ``encoder``/``decoder``          replaced by hpack_cache's caching coders
 hpack ``HeaderTable``, its       a table that counts its changes, so hpack_cache
 ``add``/``maxsize``/``resized``, may reuse a block coded at the same version
@@ -56,6 +60,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.frame_buffer import FrameBuffer
+from h2.utilities import SizeLimitDict
 from hpack import Decoder, Encoder
 from hpack.table import HeaderTable
 from hyperframe.exceptions import InvalidDataError, InvalidFrameError
@@ -158,6 +163,35 @@ class Connection(h2.connection.H2Connection):
                                                    initial_values=settings)
         self.max_inbound_frame_size = self.local_settings.max_frame_size
         self._keep_open_after_goaway()
+
+    def clone(self, encoder: Encoder, decoder: Decoder) -> Connection:
+        """A new connection in this one's state, which must be a template: built, its
+        ``initiate_connection()`` (and window increments) done, nothing sent or received
+        since. It gets its own copy of everything that changes and the given coders,
+        without h2's ``__init__`` (three ``Settings``, two HPACK coders and a frame
+        buffer we replace, a dispatch table): a new connection costs less to set up."""
+        assert not self.streams and not self._parts and not self.incoming_buffer._data
+        clone = object.__new__(type(self))
+        state = clone.__dict__
+        state.update(self.__dict__)
+        machine = h2.connection.H2ConnectionStateMachine()
+        machine.state = self.state_machine.state
+        frames: Any = self.incoming_buffer  # a GuardedFrameBuffer (__init__)
+        window = object.__new__(type(self._inbound_flow_control_window_manager))
+        window.__dict__.update(self._inbound_flow_control_window_manager.__dict__)
+        state.update(
+            state_machine=machine, streams={}, encoder=encoder, decoder=decoder,
+            local_settings=_copy_settings(self.local_settings),
+            remote_settings=_copy_settings(self.remote_settings),
+            incoming_buffer=GuardedFrameBuffer(not self.config.client_side,
+                                               frames.max_header_block),
+            _header_frames=[], _data_to_send=bytearray(self._data_to_send), _parts=[],
+            _closed_streams=SizeLimitDict(size_limit=self.MAX_CLOSED_STREAMS),
+            _inbound_flow_control_window_manager=window,
+            _frame_dispatch_table={kind: receive.__get__(clone)
+                                   for kind, receive in _h2_dispatch().items()})
+        clone._keep_open_after_goaway()
+        return clone
 
     # -- what h2 reads ---------------------------------------------------------------
 
@@ -292,6 +326,26 @@ class Connection(h2.connection.H2Connection):
             return result
 
         table[GoAwayFrame] = receive_and_stay_open
+
+
+def _copy_settings(settings: h2.settings.Settings) -> h2.settings.Settings:
+    """A ``Settings`` with its own copy of the values (current and pending)."""
+    copied = object.__new__(h2.settings.Settings)
+    copied.__dict__.update(settings.__dict__)
+    copied._settings = {code: collections.deque(values)
+                        for code, values in settings._settings.items()}
+    return copied
+
+
+_DISPATCH: dict[type, Any] = {}
+
+
+def _h2_dispatch() -> dict[type, Any]:
+    """h2's frame dispatch table as plain functions (bound to each clone)."""
+    if not _DISPATCH:
+        table: dict[type, Any] = h2.connection.H2Connection()._frame_dispatch_table
+        _DISPATCH.update({kind: method.__func__ for kind, method in table.items()})
+    return _DISPATCH
 
 
 class _View:

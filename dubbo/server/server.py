@@ -542,9 +542,9 @@ class ServerConnection(H2Transport):
             # they leave in one write with the ACK of the client's (and a first request
             # sent along with the preface is served at once).
             self._on_readable()  # flushes what it made h2 say
-            if self.closed or not (self.conn.has_output() or self._outbuf):
+            if self.closed:
                 return
-        super().attached()
+        super().attached()  # flushes what is left, if anything (no read: our SETTINGS)
 
     def watch_handshake(self, timeout: float) -> None:
         """Close the connection unless TLS, the preface and the peer's first SETTINGS

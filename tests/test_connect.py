@@ -236,3 +236,30 @@ def test_reference_from_the_same_url_is_a_fresh_config_each_time() -> None:
     for _ in range(2):
         with pytest.raises(ValueError):
             ReferenceConfig.from_url("tri://h1:1/pkg.Svc?nonsense=1")
+
+
+def test_loops_leave_no_descriptor_behind_and_wake_after_stop_is_harmless() -> None:
+    """Each loop's waker (an eventfd on Linux) is closed with the loop; call_soon racing
+    stop() never writes to a closed descriptor (it could be another file's by then)."""
+    import os
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+
+    def call_often(loop: IOLoop, hits: list[int]) -> None:
+        for _ in range(20):
+            loop.call_soon(lambda: hits.append(1))
+
+    before = fds()
+    for _ in range(50):
+        loop = IOLoop("dubbo-test-loop")
+        loop.start()
+        callers = [threading.Thread(target=call_often, args=(loop, []))
+                   for _ in range(3)]
+        for caller in callers:
+            caller.start()
+        loop.stop()
+        for caller in callers:
+            caller.join(5)
+        assert not loop.call_soon(lambda: None)
+    assert fds() <= before

@@ -263,3 +263,17 @@ def test_loops_leave_no_descriptor_behind_and_wake_after_stop_is_harmless() -> N
             caller.join(5)
         assert not loop.call_soon(lambda: None)
     assert fds() <= before
+
+
+def test_close_returns_once_the_connection_thread_is_gone(server: Any) -> None:
+    """A client made per connection must not leave its loop thread winding down beside
+    the next one's set-up: close() returns after the thread ended."""
+    for _ in range(5):
+        client = _client(server.port)
+        assert client.unary("Echo")(b"x", timeout=5) == b"x"
+        (endpoint,) = client._endpoints.values()
+        connection = endpoint._current
+        assert connection is not None and connection.loop._thread is not None
+        thread = connection.loop._thread
+        client.close()
+        assert not thread.is_alive()

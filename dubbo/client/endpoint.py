@@ -213,5 +213,9 @@ class Endpoint:
             self._current = None
         for connection in connections:
             connection.close(CancelledError(StatusCode.CANCELLED, "client closed"))
+        deadline = time.monotonic() + 5.0
         for connection in connections:
-            connection.join(5.0)
+            connection.join(max(0.0, deadline - time.monotonic()))
+            # Its loop thread is done too once close() returns: a client made per
+            # connection leaves no thread winding down beside the next one's set-up.
+            connection.loop.join(max(0.0, deadline - time.monotonic()))

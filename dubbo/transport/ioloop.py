@@ -223,6 +223,12 @@ class IOLoop:
         with self._lock:
             self._wake.close()
 
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the loop thread to end (after ``stop``); not from the loop itself."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     def stop(self, join: bool = True) -> None:
         """Stop after running what is pending; the handlers' sockets are the owners' to
         close."""

@@ -277,3 +277,32 @@ def test_close_returns_once_the_connection_thread_is_gone(server: Any) -> None:
         thread = connection.loop._thread
         client.close()
         assert not thread.is_alive()
+
+
+def test_an_ip_address_is_not_looked_up(server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tri://127.0.0.1:port needs no getaddrinfo (which a client made per connection
+    paid each time); names still go through it."""
+    from dubbo.client import endpoint as endpoint_module
+
+    looked_up: list[Any] = []
+    real = socket.getaddrinfo
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        looked_up.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(endpoint_module.socket, "getaddrinfo", counting)
+    client = _client(server.port)
+    try:
+        assert client.unary("Echo")(b"ip", timeout=5) == b"ip"
+    finally:
+        client.close()
+    assert looked_up == []
+    by_name = dubbo.Client(ReferenceConfig.from_url(f"tri://localhost:{server.port}/{SERVICE}"))
+    try:
+        by_name.unary("Echo")(b"name", timeout=5)
+    except dubbo.RpcError:
+        pass  # localhost may resolve to ::1 first, where the server does not listen
+    finally:
+        by_name.close()
+    assert looked_up and set(looked_up) == {"localhost"}

@@ -91,6 +91,8 @@ class Endpoint:
         # Resolved outside the lock: a slow name lookup holds no other caller.
         resolved = self._resolved
         if resolved is None:
+            resolved = self._resolved = _literal_address(self.host, self.port)
+        if resolved is None:
             try:
                 family, _, _, _, address = socket.getaddrinfo(
                     self.host, self.port, type=socket.SOCK_STREAM)[0]
@@ -219,3 +221,16 @@ class Endpoint:
             # Its loop thread is done too once close() returns: a client made per
             # connection leaves no thread winding down beside the next one's set-up.
             connection.loop.join(max(0.0, deadline - time.monotonic()))
+
+
+def _literal_address(host: str, port: int) -> tuple[int, tuple[Any, ...]] | None:
+    """What getaddrinfo gives for an IP address written out (no lookup to make), or None
+    for a name (or a form only getaddrinfo reads, such as a scoped IPv6 address)."""
+    for family, address in ((socket.AF_INET, (host, port)),
+                            (socket.AF_INET6, (host, port, 0, 0))):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        return family, address
+    return None

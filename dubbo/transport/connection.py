@@ -134,6 +134,8 @@ OUTBOUND_LOW_WATER = 512 * 1024
 DEFAULT_MAX_SEND_BUFFER = 8 * 1024 * 1024  # past it a peer that does not read is dropped
 DEFAULT_MAX_HEADER_LIST_SIZE = 64 * 1024
 
+_DEFAULT_FLOOD_LIMITS = FloodLimits()  # frozen: one for every connection given none
+
 # What send_data takes: one buffer, or parts sent back to back.
 Payload = bytes | memoryview | tuple[bytes | memoryview, ...]
 
@@ -293,7 +295,7 @@ class H2Transport:
         self._want_write = False  # the loop watches for writability (loop thread)
         self._terminated = False  # connection_lost ran and the socket is closed (lock)
         self._keepalive_timer: TimerHandle | None = None
-        self._flood = FloodGuard(flood_limits or FloodLimits(), time.monotonic())
+        self._flood = FloodGuard(flood_limits or _DEFAULT_FLOOD_LIMITS, time.monotonic())
         # Credit owed to the peer, not yet handed to h2: the reader's alone.
         self._unacked: dict[int, int] = {}
         self._unacked_total = 0

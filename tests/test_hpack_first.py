@@ -102,3 +102,52 @@ def test_odd_blocks_keep_the_map_bounded() -> None:
         decoder.decode(hpack.Encoder().encode([(b"x-odd", str(i).encode())]), raw=True)
         assert len(hpack_first._decoded.steps) <= hpack_first._MAX_STEPS
         assert hpack_first._decoded._size <= hpack_first._MAX_BYTES
+
+
+def test_blocks_with_credentials_are_never_shared_between_connections() -> None:
+    """A hit is faster than a miss: a peer timing its own first block must not learn
+    that another connection sent the same secret."""
+    for name in (b"authorization", b"cookie", b"x-api-key", b"x-auth-token", b"Session-Id"):
+        secret = REQUEST + [(name, b"hunter2")]
+        wire = hpack.Encoder().encode(secret)
+        for _ in range(2):
+            assert FirstBlocksDecoder().decode(wire, raw=True) == secret
+            assert FirstBlocksEncoder().encode(secret) == wire
+        assert not any(secret_field in key[1] for key in hpack_first._encoded.steps
+                       for secret_field in [(name, b"hunter2")])
+        assert not any(wire == key[1] for key in hpack_first._decoded.steps)
+    _same_as_hpack([REQUEST + [(b"authorization", b"Bearer x")], RESPONSE])
+
+
+def test_the_peer_setting_an_unchanged_table_size_keeps_the_shared_path(monkeypatch) -> None:
+    """h2 sets the encoder's table size to the peer's SETTINGS_HEADER_TABLE_SIZE even
+    when it is the default: the table's contents are unchanged, so the server's first
+    response headers still come from the map."""
+    _same_as_hpack([RESPONSE, TRAILERS])
+    calls = []
+    original = hpack.Encoder.encode
+
+    def counting(self, headers, huffman=True):  # type: ignore[no-untyped-def]
+        calls.append(headers)
+        return original(self, headers, huffman)
+
+    monkeypatch.setattr(hpack.Encoder, "encode", counting)
+    encoder = FirstBlocksEncoder()
+    encoder.header_table_size = 4096  # what h2 does on the peer's SETTINGS
+    plain = hpack.Encoder()
+    assert encoder.encode(RESPONSE) == plain.encode(RESPONSE)
+    assert encoder.encode(TRAILERS) == plain.encode(TRAILERS)
+    assert len(calls) == 2  # only the plain encoder's
+    assert _table(encoder) == _table(plain)
+
+
+def test_restoring_never_moves_a_table_version_back() -> None:
+    """Versions key each connection's own block cache: one the table had before must
+    never come back with other contents."""
+    _same_as_hpack([REQUEST])
+    encoder = FirstBlocksEncoder()
+    for _ in range(10):
+        encoder.header_table_size = 4096  # version bumps, contents unchanged
+    before = encoder.header_table.version
+    encoder.encode(REQUEST)  # a hit: the table is restored
+    assert encoder.header_table.version > before

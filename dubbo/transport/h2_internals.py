@@ -419,6 +419,8 @@ def table_snapshot(table: VersionedTable) -> TableState:
 
 
 def table_restore(table: VersionedTable, state: TableState) -> None:
-    """Put ``table`` in the state ``table_snapshot`` took (of this or another table)."""
-    entries, table._current_size, table._maxsize, table.resized, table.version = state
+    """Put ``table`` in the state ``table_snapshot`` took (of this or another table).
+    Its version only goes up: a version the table had before names other contents."""
+    entries, table._current_size, table._maxsize, table.resized, version = state
     table.dynamic_entries = collections.deque(entries)
+    table.version = max(version, table.version + 1)

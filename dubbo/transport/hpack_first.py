@@ -16,7 +16,9 @@ number per step). Each coder follows its path for its first ``FIRST_BLOCKS`` blo
 becomes a plain ``CachingEncoder``/``CachingDecoder`` for good. Peers choose what we
 decode, so the map is bounded in steps and in bytes (each step counted as its key, its
 result and its table), and emptied when full: a peer sending odd first blocks costs
-other connections a miss, never memory.
+other connections a miss, never memory. A block with a field that looks like a
+credential (authorization, cookies, tokens, ...) is never shared: a peer could otherwise
+time its own first block to learn whether another connection sent the same secret.
 """
 
 from __future__ import annotations
@@ -57,10 +59,11 @@ class _Steps(Generic[_R]):
         self._lock = threading.Lock()
 
     def add(self, key: tuple[Any, ...], result: _R, changed: bool, state: int,
-            table: TableState, cost: int) -> _Step[_R]:
-        """The step for a block just coded; a new state if it changed the table."""
+            table: TableState, cost: int, shareable: bool = True) -> _Step[_R]:
+        """The step for a block just coded; a new state if it changed the table.
+        Remembered for other connections only if ``shareable`` and not too costly."""
         step = _Step(result, next(_state_ids) if changed else state, table, cost)
-        if cost <= _MAX_STEP_COST:
+        if shareable and cost <= _MAX_STEP_COST:
             with self._lock:
                 if len(self.steps) >= _MAX_STEPS or self._size + cost > _MAX_BYTES:
                     self.steps = {}
@@ -76,6 +79,32 @@ _state_ids = itertools.count(1)  # next() on it is atomic in CPython
 _EMPTY = 0  # the empty table's state
 _encoded: _Steps[bytes] = _Steps()
 _decoded: _Steps[list[Any]] = _Steps()
+
+
+# Blocks carrying credentials are never shared between connections: a hit is faster
+# than a miss, and a peer timing its own first block must not learn whether another
+# connection sent the same secret (field names, lowercase, containing any of these;
+# pseudo-headers such as :authority are not credentials).
+_SECRET_NAMES = ("auth", "cookie", "token", "secret", "passw", "key", "session")
+
+
+def _shareable(fields: Any) -> bool:
+    for field in fields:
+        name = field[0]
+        name = (name.decode("latin-1") if isinstance(name, (bytes, bytearray))
+                else str(name)).lower()
+        if not name.startswith(":") and any(word in name for word in _SECRET_NAMES):
+            return False
+    return True
+
+
+def _unchanged(coder: FirstBlocksEncoder | FirstBlocksDecoder, table: Any) -> bool:
+    """The table's version moved but not its contents (h2 sets the peer's unchanged
+    SETTINGS_HEADER_TABLE_SIZE again): the coder stays in its state, at that version."""
+    if table_snapshot(table)[:4] != coder._contents[:4]:
+        return False
+    coder._version = table.version
+    return True
 
 
 def _fields_cost(fields: Any) -> int:
@@ -94,12 +123,13 @@ class FirstBlocksEncoder(CachingEncoder):
         super().__init__()
         self._state = _EMPTY
         self._version = self._table.version  # the table's version in ``_state``
+        self._contents = table_snapshot(self._table)  # the table in ``_state``
         self._left = FIRST_BLOCKS
 
     def encode(self, headers: Any, huffman: bool = True) -> bytes:
         table = self._table
-        if table.version != self._version or resize_pending(table) \
-                or isinstance(headers, dict):
+        if (table.version != self._version and not _unchanged(self, table)) \
+                or resize_pending(table) or isinstance(headers, dict):
             return self._leave(headers, huffman)
         block = tuple(headers)
         for field in block:
@@ -116,9 +146,10 @@ class FirstBlocksEncoder(CachingEncoder):
             snapshot = table_snapshot(table)
             step = _encoded.add(key, encoded, table.version != self._version, self._state,
                                 snapshot, len(encoded) + _fields_cost(block)
-                                + _table_cost(snapshot))
+                                + _table_cost(snapshot), _shareable(block))
         self._state = step.state
         self._version = table.version
+        self._contents = step.table
         self._left -= 1
         if not self._left:
             self._plain()
@@ -141,11 +172,13 @@ class FirstBlocksDecoder(CachingDecoder):
         super().__init__(max_header_list_size)
         self._state = _EMPTY
         self._version = self._table.version
+        self._contents = table_snapshot(self._table)
         self._left = FIRST_BLOCKS
 
     def decode(self, data: Any, raw: bool = False) -> Any:
         table = self._table
-        if table.version != self._version or len(data) > _MAX_BLOCK_BYTES:
+        if (table.version != self._version and not _unchanged(self, table)) \
+                or len(data) > _MAX_BLOCK_BYTES:
             return self._leave(data, raw)
         block = bytes(data)
         # What decoding accepts depends on these limits too.
@@ -161,9 +194,11 @@ class FirstBlocksDecoder(CachingDecoder):
             snapshot = table_snapshot(table)
             step = _decoded.add(key, list(decoded), table.version != self._version,
                                 self._state, snapshot,
-                                len(block) + _fields_cost(decoded) + _table_cost(snapshot))
+                                len(block) + _fields_cost(decoded) + _table_cost(snapshot),
+                                _shareable(decoded))
         self._state = step.state
         self._version = table.version
+        self._contents = step.table
         self._left -= 1
         if not self._left:
             self._plain()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -105,41 +106,48 @@ class ReferenceConfig:
 
     @classmethod
     def from_url(cls, url: str) -> ReferenceConfig:
-        addresses = _split_hosts(url, DEFAULT_PORT)
-        if len(addresses) > 1:
-            first = f"{addresses[0][0]}:{addresses[0][1]}"
-            url = url.replace(urlsplit(url).netloc, first, 1)
-        scheme, host, port, path, params = _split_url(url, DEFAULT_PORT)
-        if scheme != "tri":
-            raise ValueError(f"unsupported protocol {scheme!r} in {url!r}: use tri://")
-        unknown = sorted(set(params) - _REFERENCE_PARAMETERS)
-        if unknown:
-            raise ValueError(f"unsupported parameter(s) {', '.join(unknown)} in {url!r}; "
-                             f"supported: {', '.join(sorted(_REFERENCE_PARAMETERS))}")
-        service = params.get("service") or params.get("interface") or path
-        if not service:
-            raise ValueError(f"no service in {url!r}: expected tri://host:port/service")
-        timeout_ms = _float_or_none(params.get("timeout"))
-        return cls(
-            protocol=scheme,
-            service=service,
-            host=host,
-            port=port,
-            group=params.get("group"),
-            version=params.get("version"),
-            timeout=None if timeout_ms is None else timeout_ms / 1000.0,
-            load_balance=params.get("load_balance") or params.get("loadbalance"),
-            cluster=params.get("cluster"),
-            retries=int(params["retries"]) if params.get("retries") else None,
-            compression=params.get("compression"),
-            parameters=params,
-            forks=int(params["forks"]) if params.get("forks") else None,
-            addresses=addresses,
-        )
+        fields, params, addresses = _reference_fields(url)
+        return cls(**fields, parameters=dict(params), addresses=list(addresses))
 
     @property
     def target(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+@functools.lru_cache(maxsize=64)
+def _reference_fields(url: str) -> tuple[dict[str, Any], tuple[tuple[str, str], ...],
+                                         tuple[tuple[str, int], ...]]:
+    """``ReferenceConfig.from_url``'s parse, remembered per URL (a client made per
+    connection parses the same URL each time); the caller copies what is mutable."""
+    addresses = _split_hosts(url, DEFAULT_PORT)
+    if len(addresses) > 1:
+        first = f"{addresses[0][0]}:{addresses[0][1]}"
+        url = url.replace(urlsplit(url).netloc, first, 1)
+    scheme, host, port, path, params = _split_url(url, DEFAULT_PORT)
+    if scheme != "tri":
+        raise ValueError(f"unsupported protocol {scheme!r} in {url!r}: use tri://")
+    unknown = sorted(set(params) - _REFERENCE_PARAMETERS)
+    if unknown:
+        raise ValueError(f"unsupported parameter(s) {', '.join(unknown)} in {url!r}; "
+                         f"supported: {', '.join(sorted(_REFERENCE_PARAMETERS))}")
+    service = params.get("service") or params.get("interface") or path
+    if not service:
+        raise ValueError(f"no service in {url!r}: expected tri://host:port/service")
+    timeout_ms = _float_or_none(params.get("timeout"))
+    return dict(
+        protocol=scheme,
+        service=service,
+        host=host,
+        port=port,
+        group=params.get("group"),
+        version=params.get("version"),
+        timeout=None if timeout_ms is None else timeout_ms / 1000.0,
+        load_balance=params.get("load_balance") or params.get("loadbalance"),
+        cluster=params.get("cluster"),
+        retries=int(params["retries"]) if params.get("retries") else None,
+        compression=params.get("compression"),
+        forks=int(params["forks"]) if params.get("forks") else None,
+    ), tuple(params.items()), tuple(addresses)
 
 
 @dataclass

@@ -895,3 +895,136 @@ def test_a_unary_calls_frames_are_sent_without_h2s_frame_objects(monkeypatch):
                                          h2.events.TrailersReceived, h2.events.StreamEnded]
     assert events[1].data == b"\0\0\0\0\x01y"
     assert client.streams[3].closed and server.streams[3].closed
+# -- hpack table snapshots (hpack_first) ---------------------------------------------
+
+
+def test_a_table_snapshot_put_into_a_fresh_coder_codes_as_the_original():
+    blocks = [[(b":path", b"/a.B/C"), (b"x-one", b"1")], [(b"x-two", b"2" * 40)],
+              [(b"x-one", b"1"), (b"x-three", b"3")]]
+    original, copy = hpack.Encoder(), hpack.Encoder()
+    table = h2_internals.install_versioned_table(original)
+    fresh = h2_internals.install_versioned_table(copy)
+    original.header_table_size = 200  # evictions, a smaller maxsize, a size update
+    original.encode(blocks[0])
+    original.encode(blocks[1])
+    h2_internals.table_restore(fresh, h2_internals.table_snapshot(table))
+    assert fresh.dynamic_entries == table.dynamic_entries and \
+        fresh.maxsize == table.maxsize and fresh.version == table.version, \
+        _changed("HeaderTable.dynamic_entries / _current_size / _maxsize")
+    assert copy.encode(blocks[2]) == original.encode(blocks[2]), \
+        _changed("what HeaderTable keeps of its state")
+    assert list(fresh.dynamic_entries) == list(table.dynamic_entries)
+    # A decoder given the snapshot of a decoder's table reads what follows alike.
+    sender, reader, copy_reader = hpack.Encoder(), hpack.Decoder(), hpack.Decoder()
+    reader_table = h2_internals.install_versioned_table(reader)
+    copy_table = h2_internals.install_versioned_table(copy_reader)
+    reader.decode(sender.encode(blocks[0]))
+    h2_internals.table_restore(copy_table, h2_internals.table_snapshot(reader_table))
+    follow = sender.encode(blocks[2])  # indexes entries the first block added
+    assert copy_reader.decode(follow, raw=True) == reader.decode(follow, raw=True)
+
+
+# -- connections cloned from a template (Connection.clone) ---------------------------
+
+
+def _transcript(ours: Connection, client_side: bool) -> list[object]:
+    """Drive ``ours`` against a plain h2 peer through settings, two streams, flow
+    control, a reset, a PING and a GOAWAY; what it sent and the events it gave."""
+    peer = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=not client_side, header_encoding=None))
+    peer.initiate_connection()
+    out: list[object] = []
+
+    def to_ours() -> None:
+        out.append([type(e).__name__ for e in ours.receive_data(peer.data_to_send())])
+
+    def to_peer() -> None:
+        data = ours.data_to_send()
+        out.append(data)
+        peer.receive_data(data)
+
+    if client_side:
+        to_peer()
+        to_ours()
+        to_peer()
+        ours.send_headers(1, REQUEST)
+        ours.send_data(1, b"x" * 1000, end_stream=True)
+        to_peer()
+        peer.send_headers(1, RESPONSE)
+        peer.send_data(1, b"y" * 20000)
+        peer.send_headers(1, [(b"grpc-status", b"0")], end_stream=True)
+        to_ours()
+        ours.send_headers(3, REQUEST)
+        to_peer()
+        peer.reset_stream(3)
+        peer.ping(b"12345678")
+        to_ours()
+        to_peer()
+        peer.close_connection(last_stream_id=0)
+        to_ours()
+    else:
+        to_ours()
+        to_peer()
+        to_ours()
+        peer.send_headers(1, REQUEST)
+        peer.send_data(1, b"x" * 20000, end_stream=True)
+        to_ours()
+        ours.send_headers(1, RESPONSE)
+        ours.send_data(1, b"y" * 1000)
+        ours.send_headers(1, [(b"grpc-status", b"0")], end_stream=True)
+        to_peer()
+        peer.send_headers(3, REQUEST)
+        peer.reset_stream(3)
+        peer.ping(b"12345678")
+        to_ours()
+        to_peer()
+        peer.close_connection(last_stream_id=1)
+        to_ours()
+        out.append(ours.state_machine.state)
+    return out
+
+
+@pytest.mark.parametrize("client_side", [False, True])
+def test_a_clone_of_a_template_behaves_as_a_connection_built_anew(client_side):
+    from dubbo.transport import connection as transport
+    from dubbo.transport.hpack_cache import CachingDecoder, CachingEncoder
+
+    def built() -> Connection:
+        config = h2.config.H2Configuration(
+            client_side=client_side, header_encoding=None,
+            validate_outbound_headers=False, normalize_outbound_headers=False,
+            validate_inbound_headers=False, normalize_inbound_headers=False)
+        conn = new_h2_connection(config, 64 * 1024, 7)
+        conn.initiate_connection()
+        conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        return conn
+
+    template = built()
+    snapshot = {k: (v, repr(vars(v)) if hasattr(v, "__dict__") else repr(v))
+                for k, v in vars(template).items() if k != "_frame_dispatch_table"}
+    first = template.clone(CachingEncoder(), CachingDecoder(64 * 1024))
+    second = template.clone(CachingEncoder(), CachingDecoder(64 * 1024))
+    assert set(vars(first)) == set(vars(built())), \
+        _changed("the attributes H2Connection.__init__ sets")
+    shared = {k for k, v in vars(first).items()
+              if v is getattr(template, k) and not isinstance(v, (int, bool, str, type(None)))}
+    assert shared == {"config"}, _changed(f"H2Connection's mutable state ({shared})")
+    assert all(getattr(m, "__self__", first) is first
+               for m in first._frame_dispatch_table.values())
+    # The same functions as a built connection's, our overrides included.
+    def functions(conn: Connection) -> dict[type, str]:
+        return {kind: getattr(m, "__func__", m).__qualname__
+                for kind, m in conn._frame_dispatch_table.items()}
+
+    assert functions(first) == functions(built())
+    assert "Connection._receive_headers_frame" in functions(first).values()
+    assert _transcript(first, client_side) == _transcript(built(), client_side)
+    assert _transcript(second, client_side) == _transcript(built(), client_side)
+    # The template is as it was: a later clone starts where the first did.
+    after = {k: (v, repr(vars(v)) if hasattr(v, "__dict__") else repr(v))
+             for k, v in vars(template).items() if k != "_frame_dispatch_table"}
+    assert after == snapshot
+    assert _transcript(template.clone(CachingEncoder(), CachingDecoder(64 * 1024)),
+                       client_side) == _transcript(built(), client_side)
+    assert transport._template(client_side, 64 * 1024, 7).clone(
+        CachingEncoder(), CachingDecoder(64 * 1024)).data_to_send() == built().data_to_send()

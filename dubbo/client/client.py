@@ -222,8 +222,10 @@ class ClientConnection(H2Transport):
                  on_idle: Callable[[ClientConnection], None],
                  on_connect_failed: Callable[[ClientConnection, RpcError], None],
                  tls: TLSLayer | None = None, connect_timeout: float = 5.0,
-                 sock: socket.socket | None = None) -> None:
+                 sock: socket.socket | None = None, defer_loop: bool = False) -> None:
         # ``sock``: already connected (tests/memory_pair.py runs over a socketpair).
+        # ``defer_loop``: the caller sends a first request that needs no reply to go out
+        # (it fits the initial windows) and calls ``start_loop()`` once it is on its way.
         connected = sock is not None
         sock = socket.socket(family, socket.SOCK_STREAM) if sock is None else sock
         loop = IOLoop("dubbo-client-conn")
@@ -263,7 +265,16 @@ class ClientConnection(H2Transport):
         # Registered before its loop thread runs (nobody else uses the selector yet):
         # no wake-up and no hand-over before the first reply can be read.
         self.join_loop()
-        loop.start()
+        if defer_loop and self.connected:
+            # Up at once (plaintext): the thread starts after the first request went
+            # out (start_loop), or as soon as anything asks the loop for work (close).
+            loop.start_later()
+        else:
+            loop.start()
+
+    def start_loop(self) -> None:
+        """Start reading, if ``defer_loop`` left that for now (any thread, any time)."""
+        self.loop.start_deferred()
 
     def wants_connect(self) -> bool:
         return not self._tcp_up  # its first writability says the connect is done
@@ -608,6 +619,16 @@ def _deserialize(deserializer: Deserializer, message: bytes) -> Any:
         raise _deserialize_error(exc) from exc
 
 
+# A request frame up to this size never waits for flow-control window (RFC 9113's
+# initial 65,535 bytes, per stream and per connection), so it goes out before the
+# connection has read anything (_Method._start).
+DEFER_LOOP_MAX_REQUEST = 16 * 1024
+
+
+def _payload_size(payload: Payload) -> int:
+    return sum(map(len, payload)) if isinstance(payload, tuple) else len(payload)
+
+
 class _NotSent(Exception):
     """A try failed before a byte of it went out (no connection, no stream)."""
 
@@ -684,7 +705,21 @@ class _Method:
     def _start(self, endpoint: Endpoint, request: Any, deadline: Deadline | None,
                metadata: MetadataLike | None, compression_name: str | None,
                frame: Payload | None = None) -> ClientCall:
-        """Open the call on ``endpoint``; ``_NotSent`` if nothing of it went out."""
+        """Open the call on ``endpoint``; ``_NotSent`` if nothing of it went out.
+
+        A request that fits the initial flow-control windows goes out without a byte
+        read, so a new connection's loop thread starts after it: the thread's start-up
+        overlaps the server's work instead of delaying the request."""
+        defer = frame is not None and _payload_size(frame) <= DEFER_LOOP_MAX_REQUEST
+        try:
+            return self._open(endpoint, request, deadline, metadata, compression_name,
+                              frame, defer)
+        finally:
+            endpoint.start_loop()  # whoever meets a deferred loop starts it
+
+    def _open(self, endpoint: Endpoint, request: Any, deadline: Deadline | None,
+              metadata: MetadataLike | None, compression_name: str | None,
+              frame: Payload | None, defer_loop: bool) -> ClientCall:
         client = self._client
         codec = client.codec(compression_name)
         headers = client.headers(self._path, None if deadline is None else deadline.remaining(),
@@ -692,7 +727,7 @@ class _Method:
         if frame is None and not self.request_streaming:
             frame = self._frame(request, codec)
         try:
-            transport = endpoint.connection()
+            transport = endpoint.connection(defer_loop)
             call = ClientCall(transport, deadline, client.max_receive_message_size, endpoint)
             if not self.response_streaming:
                 ended = call.ended = threading.Lock()

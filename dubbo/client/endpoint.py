@@ -49,6 +49,8 @@ class Endpoint:
         self._connect_error = ""
         # getaddrinfo's (family, address) for host:port, kept until a connect fails.
         self._resolved: tuple[int, tuple[Any, ...]] | None = None
+        # A new connection whose loop thread waits for start_loop() (connection()).
+        self._deferred: ClientConnection | None = None
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.key} weight={self.weight} active={self.active}>"
@@ -70,8 +72,11 @@ class Endpoint:
 
     # -- connections -----------------------------------------------------------------
 
-    def connection(self) -> ClientConnection:
+    def connection(self, defer_loop: bool = False) -> ClientConnection:
         """The shared connection, (re)connecting when there is none usable.
+
+        ``defer_loop``: a new connection may leave its loop thread unstarted until the
+        caller's ``start_loop()`` (see ``ClientConnection``).
 
         Never waits on the network: a new connection connects in its own loop thread,
         and each caller waits for it in ``open_stream`` up to its own deadline, so one
@@ -92,6 +97,8 @@ class Endpoint:
         # Resolved outside the lock: a slow name lookup holds no other caller.
         resolved = self._resolved
         if resolved is None:
+            resolved = self._resolved = _literal_address(self.host, self.port)
+        if resolved is None:
             try:
                 family, _, _, _, address = socket.getaddrinfo(
                     self.host, self.port, type=socket.SOCK_STREAM)[0]
@@ -110,19 +117,32 @@ class Endpoint:
                     client.ssl_context, server_side=False, server_hostname=self.host)
                 connection = ClientConnection(resolved[1], resolved[0], self._connection_idle,
                                               self._connect_failed, tls,
-                                              client.connect_timeout)
+                                              client.connect_timeout, defer_loop=defer_loop)
             except OSError as exc:
                 self._set_backoff_locked(str(exc))
                 raise UnavailableError(StatusCode.UNAVAILABLE,
                                        f"failed to connect to {self.key}: {exc}") from exc
             self._current = connection
             self._connections.add(connection)
+            if defer_loop:
+                self._deferred = connection
         if client.keepalive_time:
             always = client.keepalive_permit_without_calls
             connection.start_keepalive(client.timer(), client.keepalive_time,
                                        client.keepalive_timeout,
                                        lambda: always or bool(connection.calls))
         return connection
+
+    def start_loop(self) -> None:
+        """Start the loop thread ``connection(defer_loop=True)`` left for later: the
+        caller's first request is on its way, or it failed (any thread; cheap when
+        there is none)."""
+        if self._deferred is None:  # an unlocked peek: looked at again under the lock
+            return
+        with self._lock:
+            connection, self._deferred = self._deferred, None
+        if connection is not None:
+            connection.start_loop()
 
     def _adopt(self, connection: ClientConnection) -> None:
         """Use ``connection`` (built on a given socket) as this provider's connection
@@ -201,5 +221,22 @@ class Endpoint:
             self._current = None
         for connection in connections:
             connection.close(CancelledError(StatusCode.CANCELLED, "client closed"))
+        deadline = time.monotonic() + 5.0
         for connection in connections:
-            connection.join(5.0)
+            connection.join(max(0.0, deadline - time.monotonic()))
+            # Its loop thread is done too once close() returns: a client made per
+            # connection leaves no thread winding down beside the next one's set-up.
+            connection.loop.join(max(0.0, deadline - time.monotonic()))
+
+
+def _literal_address(host: str, port: int) -> tuple[int, tuple[Any, ...]] | None:
+    """What getaddrinfo gives for an IP address written out (no lookup to make), or None
+    for a name (or a form only getaddrinfo reads, such as a scoped IPv6 address)."""
+    for family, address in ((socket.AF_INET, (host, port)),
+                            (socket.AF_INET6, (host, port, 0, 0))):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        return family, address
+    return None

@@ -650,6 +650,18 @@ class ServerConnection(H2Transport):
         # the timer's unlocked read of a stale False closes at most a just-ready connection).
         self.ready = False
         self._handshake_timer: TimerHandle | None = None
+        # The client's preface is known to be waiting (sniffed): read it on attaching.
+        self.preface_waiting = False
+
+    def attached(self) -> None:
+        if self.preface_waiting and self.tls is None:
+            # Read the client's preface and SETTINGS now, before our SETTINGS go out:
+            # they leave in one write with the ACK of the client's (and a first request
+            # sent along with the preface is served at once).
+            self._on_readable()  # flushes what it made h2 say
+            if self.closed:
+                return
+        super().attached()  # flushes what is left, if anything (no read: our SETTINGS)
 
     def watch_handshake(self, timeout: float) -> None:
         """Close the connection unless TLS, the preface and the peer's first SETTINGS
@@ -1157,6 +1169,7 @@ class Server:
         with self._lock:
             self._connections.add(connection)
         connection.watch_handshake(self.handshake_timeout)
+        connection.preface_waiting = sniffed  # the sniffer saw it, unread
         connection.join_loop()  # on the loop thread already
         if self.keepalive_time:
             connection.start_keepalive(self.timer, self.keepalive_time,

@@ -113,7 +113,7 @@ from ..status import (
 from ..wire.deadline import Deadline
 from ..wire.limits import FloodGuard, FloodLimits
 from .h2_internals import Connection, OutputPart
-from .hpack_cache import CachingDecoder, CachingEncoder
+from .hpack_first import FirstBlocksDecoder, FirstBlocksEncoder
 from .ioloop import IOLoop
 from .timer import Scheduler, TimerHandle
 from .tls import TLSLayer
@@ -134,6 +134,8 @@ OUTBOUND_HIGH_WATER = 2 * 1024 * 1024
 OUTBOUND_LOW_WATER = 512 * 1024
 DEFAULT_MAX_SEND_BUFFER = 8 * 1024 * 1024  # past it a peer that does not read is dropped
 DEFAULT_MAX_HEADER_LIST_SIZE = 64 * 1024
+
+_DEFAULT_FLOOD_LIMITS = FloodLimits()  # frozen: one for every connection given none
 
 # What send_data takes: one buffer, or parts sent back to back.
 Payload = bytes | memoryview | tuple[bytes | memoryview, ...]
@@ -165,8 +167,40 @@ def new_h2_connection(config: h2.config.H2Configuration, max_header_list_size: i
     }
     if max_concurrent_streams is not None:
         settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = max_concurrent_streams
-    return Connection(config, settings, CachingEncoder(), CachingDecoder(max_header_list_size),
+    # A new connection's first header blocks are coded once per process (hpack_first).
+    return Connection(config, settings, FirstBlocksEncoder(),
+                      FirstBlocksDecoder(max_header_list_size),
                       max_header_block=max_header_list_size)
+
+
+# Fresh h2 connections to clone, by (client side, max header list size, max concurrent
+# streams): a server or a client has one or two (bounded all the same, see _template).
+_templates: dict[tuple[bool, int, int | None], Connection] = {}
+_MAX_TEMPLATES = 32
+
+
+def _template(client_side: bool, max_header_list_size: int,
+              max_concurrent_streams: int | None) -> Connection:
+    """A connection built, its preface and window increment queued, never used: what
+    ``Connection.clone`` copies for each new connection."""
+    key = (client_side, max_header_list_size, max_concurrent_streams)
+    template = _templates.get(key)
+    if template is None:
+        # We build every header block ourselves (metadata.py validates user metadata)
+        # and parse received ones in metadata.py, which checks each header it uses and
+        # answers bad input with a gRPC status; h2 re-validating and re-normalising
+        # every block on both paths cost ~15% of a unary call's CPU.
+        config = h2.config.H2Configuration(
+            client_side=client_side, header_encoding=None,
+            validate_outbound_headers=False, normalize_outbound_headers=False,
+            validate_inbound_headers=False, normalize_inbound_headers=False)
+        template = new_h2_connection(config, max_header_list_size, max_concurrent_streams)
+        template.initiate_connection()
+        template.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        if len(_templates) >= _MAX_TEMPLATES:
+            _templates.clear()
+        _templates[key] = template
+    return template
 
 
 class _StreamWait:
@@ -242,15 +276,11 @@ class H2Transport:
             self.peer = peer_name(sock.family, sock.getpeername())
         except (OSError, IndexError, TypeError):
             self.peer = "unknown"  # not connected yet (a client sets it itself)
-        # We build every header block ourselves (metadata.py validates user metadata)
-        # and parse received ones in metadata.py, which checks each header it uses and
-        # answers bad input with a gRPC status; h2 re-validating and re-normalising
-        # every block on both paths cost ~15% of a unary call's CPU.
-        config = h2.config.H2Configuration(
-            client_side=client_side, header_encoding=None,
-            validate_outbound_headers=False, normalize_outbound_headers=False,
-            validate_inbound_headers=False, normalize_inbound_headers=False)
-        self.conn = new_h2_connection(config, max_header_list_size, max_concurrent_streams)
+        # Copied from a template (h2's set-up, our preface and window increment done),
+        # with HPACK coders of its own that start from the process's first blocks.
+        self.conn = _template(client_side, max_header_list_size, max_concurrent_streams
+                              ).clone(FirstBlocksEncoder(),
+                                      FirstBlocksDecoder(max_header_list_size))
         mutex = self.lock_mutex = threading.RLock()  # the lock under ``lock``
         # Senders waiting for window or backlog, by stream (lock): see ConnectionLock.
         self._stream_waits: dict[int, _StreamWait] = {}
@@ -266,12 +296,10 @@ class H2Transport:
         self._want_write = False  # the loop watches for writability (loop thread)
         self._terminated = False  # connection_lost ran and the socket is closed (lock)
         self._keepalive_timer: TimerHandle | None = None
-        self._flood = FloodGuard(flood_limits or FloodLimits(), time.monotonic())
+        self._flood = FloodGuard(flood_limits or _DEFAULT_FLOOD_LIMITS, time.monotonic())
         # Credit owed to the peer, not yet handed to h2: the reader's alone.
         self._unacked: dict[int, int] = {}
         self._unacked_total = 0
-        self.conn.initiate_connection()
-        self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
 
     # -- the loop ------------------------------------------------------------------
 

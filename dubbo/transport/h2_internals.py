@@ -60,10 +60,17 @@ attributes, ``Flags._flags``/    ``__init__`` chain and header parser (a third o
 ``_valid_flags``, ``parse_body`` h2's receive cost), bodies parsed by hyperframe
                                  where there is anything to check
 ``local_settings`` (replaced)    our settings in force from the preface on
+every attribute h2's ``__init__`` ``Connection.clone``: a new connection copied
+sets, ``Settings._settings``,    from a template instead of built (h2's init
+``WindowManager``, the dispatch  makes objects we replace at once)
+table, ``FrameBuffer._preamble``
 ``encoder``/``decoder``          replaced by hpack_cache's caching coders
 hpack ``HeaderTable``, its       a table that counts its changes, so hpack_cache
 ``add``/``maxsize``/``resized``, may reuse a block coded at the same version
 coders' ``header_table``
+``HeaderTable.dynamic_entries``, copied and put back whole (``table_snapshot``,
+``_current_size``, ``_maxsize``  ``table_restore``): hpack_first replays a new
+                                 connection's first blocks coded by an earlier one
 hyperframe ``RstStreamFrame``,   frames built or dispatched on above
 ``GoAwayFrame``
 ================================ ===================================================
@@ -71,6 +78,7 @@ hyperframe ``RstStreamFrame``,   frames built or dispatched on above
 
 from __future__ import annotations
 
+import collections
 import struct
 from typing import Any
 
@@ -85,6 +93,7 @@ from h2.connection import AllowedStreamIDs, ConnectionState
 from h2.frame_buffer import FrameBuffer
 from h2.stream import StreamClosedBy, StreamState
 from h2.utilities import (
+    SizeLimitDict,
     authority_from_headers,
     extract_method_header,
     is_informational_response,
@@ -107,7 +116,7 @@ from hyperframe.frame import (
 )
 
 __all__ = ["Connection", "GuardedFrameBuffer", "VersionedTable", "install_versioned_table",
-           "resize_pending", "OutputPart"]
+           "resize_pending", "OutputPart", "TableState", "table_snapshot", "table_restore"]
 
 _HEADERS, _PUSH_PROMISE = 0x01, 0x05  # frame types that may start a header block
 _DATA, _SETTINGS = 0x00, 0x04
@@ -342,6 +351,37 @@ class Connection(h2.connection.H2Connection):
         self._client_side = bool(config.client_side)
         self._plain_outbound = not (config.validate_outbound_headers
                                     or config.normalize_outbound_headers)
+
+    def clone(self, encoder: Encoder, decoder: Decoder) -> Connection:
+        """A new connection in this one's state, which must be a template: built, its
+        ``initiate_connection()`` (and window increments) done, nothing sent or received
+        since. It gets its own copy of everything that changes and the given coders,
+        without h2's ``__init__`` (three ``Settings``, two HPACK coders and a frame
+        buffer we replace, a dispatch table): a new connection costs less to set up."""
+        assert not self.streams and not self._parts and not self.incoming_buffer._data
+        clone = object.__new__(type(self))
+        state = clone.__dict__
+        state.update(self.__dict__)
+        machine = h2.connection.H2ConnectionStateMachine()
+        machine.state = self.state_machine.state
+        frames: Any = self.incoming_buffer  # a GuardedFrameBuffer (__init__)
+        window = object.__new__(type(self._inbound_flow_control_window_manager))
+        window.__dict__.update(self._inbound_flow_control_window_manager.__dict__)
+        state.update(
+            state_machine=machine, streams={}, encoder=encoder, decoder=decoder,
+            local_settings=_copy_settings(self.local_settings),
+            remote_settings=_copy_settings(self.remote_settings),
+            incoming_buffer=GuardedFrameBuffer(not self.config.client_side,
+                                               frames.max_header_block),
+            _header_frames=[], _data_to_send=bytearray(self._data_to_send), _parts=[],
+            _closed_streams=SizeLimitDict(size_limit=self.MAX_CLOSED_STREAMS),
+            _inbound_flow_control_window_manager=window,
+            _header_info={}, _header_info_bytes=0,
+            # By name, so that our overrides (_receive_headers_frame...) are the ones.
+            _frame_dispatch_table={kind: getattr(clone, receive.__name__)
+                                   for kind, receive in _h2_dispatch().items()})
+        clone._keep_open_after_goaway()
+        return clone
 
     # -- what h2 reads ---------------------------------------------------------------
 
@@ -746,6 +786,26 @@ class Connection(h2.connection.H2Connection):
         table[GoAwayFrame] = receive_and_stay_open
 
 
+def _copy_settings(settings: h2.settings.Settings) -> h2.settings.Settings:
+    """A ``Settings`` with its own copy of the values (current and pending)."""
+    copied = object.__new__(h2.settings.Settings)
+    copied.__dict__.update(settings.__dict__)
+    copied._settings = {code: collections.deque(values)
+                        for code, values in settings._settings.items()}
+    return copied
+
+
+_DISPATCH: dict[type, Any] = {}
+
+
+def _h2_dispatch() -> dict[type, Any]:
+    """h2's frame dispatch table as plain functions (bound to each clone)."""
+    if not _DISPATCH:
+        table: dict[type, Any] = h2.connection.H2Connection()._frame_dispatch_table
+        _DISPATCH.update({kind: method.__func__ for kind, method in table.items()})
+    return _DISPATCH
+
+
 class _View:
     """A DATA payload on its way through h2's ``send_data`` (which needs only its
     length), so that h2 keeps it as it is."""
@@ -802,3 +862,23 @@ def resize_pending(table: HeaderTable) -> bool:
     """True while an encoder owes the peer a dynamic table size update: its next
     block starts with one, so a block remembered before cannot be reused."""
     return bool(table.resized)
+
+
+# -- hpack table snapshots (hpack_first) ---------------------------------------------
+
+# A dynamic table's whole state: entries (newest first), size, maxsize, resized, version.
+TableState = tuple[tuple[tuple[bytes, bytes], ...], int, int, bool, int]
+
+
+def table_snapshot(table: VersionedTable) -> TableState:
+    """Everything of ``table`` that coding depends on (hpack's ``HeaderTable``)."""
+    return (tuple(table.dynamic_entries), table._current_size, table._maxsize,
+            table.resized, table.version)
+
+
+def table_restore(table: VersionedTable, state: TableState) -> None:
+    """Put ``table`` in the state ``table_snapshot`` took (of this or another table).
+    Its version only goes up: a version the table had before names other contents."""
+    entries, table._current_size, table._maxsize, table.resized, version = state
+    table.dynamic_entries = collections.deque(entries)
+    table.version = max(version, table.version + 1)

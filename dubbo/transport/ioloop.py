@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import selectors
 import socket
 import threading
@@ -32,22 +33,75 @@ class Readiness(Protocol):
     def on_ready(self, readable: bool, writable: bool) -> None: ...
 
 
+class _Waker:
+    """What wakes the loop's select from another thread: an eventfd where there is one
+    (one descriptor, one system call to make; a client makes a loop per connection),
+    else a socketpair. Non-blocking; a wake-up already pending makes a new one free.
+    ``wake`` and ``close`` run under ``IOLoop._lock``: a raw descriptor written after
+    it was closed could be another file's by then."""
+
+    def __init__(self) -> None:
+        self._fd = -1
+        self._pair: tuple[socket.socket, socket.socket] | None = None
+        eventfd = getattr(os, "eventfd", None)
+        if eventfd is not None:
+            try:
+                self._fd = eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+                return
+            except OSError:  # pragma: no cover - a kernel without eventfd
+                pass
+        reader, writer = self._pair = socket.socketpair()  # pragma: no cover - not Linux
+        reader.setblocking(False)
+        writer.setblocking(False)
+
+    def fileno(self) -> int:
+        return self._fd if self._pair is None else self._pair[0].fileno()
+
+    def wake(self) -> None:
+        try:
+            if self._pair is None:
+                os.eventfd_write(self._fd, 1)
+            else:
+                self._pair[1].send(b"\0")
+        except OSError:  # full (or closed): a wake-up is pending anyway
+            pass
+
+    def drain(self) -> None:
+        try:
+            if self._pair is None:
+                os.eventfd_read(self._fd)
+            else:
+                while self._pair[0].recv(4096):
+                    pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def close(self) -> None:
+        if self._pair is None:
+            fd, self._fd = self._fd, -1
+            if fd != -1:
+                os.close(fd)
+        else:
+            for sock in self._pair:
+                sock.close()
+
+
 class IOLoop:
-    """``_lock`` guards ``_pending`` and ``_closed``; the selector and ``buffer``
-    belong to the loop thread alone (other threads ask through ``call_soon``)."""
+    """``_lock`` guards ``_pending``, ``_closed``, ``_thread`` and the waker; the
+    selector and ``buffer`` belong to the loop thread alone (other threads ask through
+    ``call_soon``)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._wake = _Waker()
+        self._selector.register(self._wake.fileno(), selectors.EVENT_READ, None)
         self._lock = threading.Lock()
         self._pending: collections.deque[Callable[[], None]] = collections.deque()
         self._woken = False  # a wake-up byte is in flight (under _lock)
         self._closed = False
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # set once, under _lock
+        self._deferred = False  # start_later() was called and the thread is not running
         self.buffer = bytearray(RECV_SIZE)
         self.view = memoryview(self.buffer)
         # One timed callback (a client's connect timeout), without a timer thread.
@@ -61,8 +115,27 @@ class IOLoop:
         self._alarm = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
+        """Start the loop thread (once: later calls do nothing)."""
+        with self._lock:
+            self._deferred = False
+            if self._thread is not None or self._closed:
+                return
+            thread = self._thread = threading.Thread(target=self._run, name=self.name,
+                                                     daemon=True)
+        thread.start()
+
+    def start_later(self) -> None:
+        """Start the loop thread on the first ``start()`` or ``call_soon`` (whatever
+        needs the loop first), not now: a client connection defers it until its first
+        request is on its way, so the thread's start-up (a hand-over between threads)
+        overlaps the server's work instead of delaying the request."""
+        self._deferred = True
+
+    def start_deferred(self) -> None:
+        """``start()`` if ``start_later()`` left the thread for later; else nothing (a
+        cheap check, for every call)."""
+        if self._deferred:
+            self.start()
 
     def in_loop(self) -> bool:
         return threading.current_thread() is self._thread
@@ -76,10 +149,9 @@ class IOLoop:
             if self._woken:
                 return True
             self._woken = True
-        try:
-            self._wake_w.send(b"\0")
-        except OSError:  # the buffer is full: a wake-up is pending anyway
-            pass
+            self._wake.wake()  # under the lock: never after _shutdown closed it
+        if self._deferred:  # an unlocked peek: start() looks again under the lock
+            self.start()
         return True
 
     # -- loop thread only ----------------------------------------------------------
@@ -129,11 +201,7 @@ class IOLoop:
                     log.exception("I/O handler %r failed", handler)
 
     def _run_pending(self) -> bool:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
+        self._wake.drain()
         with self._lock:
             pending, self._pending = self._pending, collections.deque()
             self._woken = False
@@ -143,12 +211,23 @@ class IOLoop:
                 fn()
             except Exception:
                 log.exception("I/O loop callback %r failed", fn)
+        if not closed and pending:
+            # Stopped by one of them (a client connection closing): done now, unless
+            # more came meanwhile, instead of one more select for the stop's wake-up.
+            with self._lock:
+                closed = self._closed and not self._pending
         return not closed
 
     def _shutdown(self) -> None:
         self._selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        with self._lock:
+            self._wake.close()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the loop thread to end (after ``stop``); not from the loop itself."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def stop(self, join: bool = True) -> None:
         """Stop after running what is pending; the handlers' sockets are the owners' to
@@ -157,10 +236,7 @@ class IOLoop:
             if self._closed:
                 return
             self._closed = True
-        try:
-            self._wake_w.send(b"\0")
-        except OSError:
-            pass
+            self._wake.wake()
         thread = self._thread
         if thread is None:
             self._shutdown()

@@ -655,3 +655,99 @@ def test_an_open_connection_takes_headers_and_data_as_it_is():
     for state in h2_internals._CONNECTION_OPEN:
         for received in (inputs.RECV_HEADERS, inputs.RECV_DATA):
             assert table[(state, received)] == (None, state), _changed("connection states")
+
+
+# -- large DATA payloads received into buffers of their own (issue 11, copies) ---------
+
+def _pending(buffer: FrameBuffer) -> bytes:
+    """What a frame buffer holds that is not a frame yet, as the bytes received."""
+    body = getattr(buffer, "_body", None)
+    if body is None:
+        return bytes(buffer._data)
+    stream_id, flags = buffer._body_frame
+    header = len(body).to_bytes(3, "big") + bytes([0, flags]) + stream_id.to_bytes(4, "big")
+    return header + bytes(body[:buffer._body_filled]) + bytes(buffer._data)
+
+
+_BIG = h2_internals.BODY_MIN
+
+
+@settings(max_examples=150, deadline=None)
+@given(frames=st.lists(st.tuples(
+           st.sampled_from([0, 1, 6, 9]), st.sampled_from([0, 1, 4, 5, 8, 9]),
+           st.sampled_from([0, 1, 3]),
+           st.sampled_from([0, 3, 9, _BIG - 1, _BIG, _BIG + 5000]).flatmap(
+               lambda n: st.binary(min_size=n, max_size=n))), max_size=4),
+       cuts=st.lists(st.integers(0, 3 * _BIG), max_size=6), max_size=st.sampled_from(
+           [16384, _BIG + 100, 2**24 - 1]))
+@example(frames=[(0, 0, 1, b"a" * _BIG), (0, 1, 3, b"b" * (_BIG + 1))],
+         cuts=[5, 9, 10, _BIG + 9, _BIG + 20], max_size=2**24 - 1)
+def test_large_data_payloads_yield_what_h2s_frame_buffer_yields(frames, cuts, max_size):
+    """Payloads of BODY_MIN bytes or more that arrive in pieces are gathered in a buffer
+    of their own: same frames, errors and bytes pending as h2's, split anywhere."""
+    wire = b"".join(_frame_bytes(*frame) for frame in frames)
+    stock = FrameBuffer(server=False)
+    ours = h2_internals.GuardedFrameBuffer(False, max_header_block=10**7)
+    stock.max_frame_size = ours.max_frame_size = max_size
+    result = []
+    for buffer in (ours, stock):
+        seen = _run(buffer, wire, cuts)
+        if not isinstance(seen[-1], tuple):  # no error: what is pending, as received
+            seen[-2] = _pending(buffer)
+        result.append(seen)
+    assert result[0] == result[1]
+
+
+def test_a_large_payload_is_read_into_its_own_buffer_and_is_the_events_data():
+    """body_target: the rest of a large DATA payload is read straight into the buffer
+    that becomes the DataReceived's data (no frame-buffer copy, no copy out of it);
+    flow control and END_STREAM as h2's."""
+    server, client = _pair()
+    server.increment_flow_control_window(1 << 20)
+    client.receive_data(server.data_to_send())
+    window = server.inbound_flow_control_window
+    size = 300_000
+    assert client.max_outbound_frame_size >= size
+    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    client.send_headers(1, REQUEST)
+    client.send_data(1, payload, end_stream=True)
+    wire = memoryview(client.data_to_send())
+    head = len(wire) - size - 9 + 1000  # headers, DATA header, 1000 payload bytes
+    assert server.body_target() is None
+    events = server.receive_data(wire[:head])
+    assert [type(e) for e in events] == [h2.events.RequestReceived]
+    assert not server.incoming_buffer._data, "the payload went to the frame buffer"
+    got = 0
+    while (target := server.body_target()) is not None:
+        assert len(target) == len(wire) - head - got
+        count = min(len(target), 70_000)
+        target[:count] = wire[head + got:head + got + count]
+        got += count
+        events += server.receive_into_body(count)
+        target.release()
+    data = [e for e in events if isinstance(e, h2.events.DataReceived)]
+    assert len(data) == 1 and data[0].data == payload
+    assert type(data[0].data) is bytearray  # the buffer read into, not a copy
+    assert data[0].flow_controlled_length == size
+    assert isinstance(events[-1], h2.events.StreamEnded)
+    assert server.inbound_flow_control_window == window - size
+
+
+@pytest.mark.parametrize("cuts", [[], [3], [24], [24 + 9 + 10], [30, 24 + 9 + _BIG]])
+@pytest.mark.parametrize("preface", [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+                                     b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"])
+def test_a_servers_preface_is_checked_before_a_large_payload_is_taken(cuts, preface):
+    """add_data leaves the client preface to h2 (``_preamble_len``), split anywhere."""
+    wire = preface + _frame_bytes(0, 1, 1, b"z" * (_BIG + 3)) + _frame_bytes(6, 0, 0, b"p" * 8)
+    stock = FrameBuffer(server=True)
+    ours = h2_internals.GuardedFrameBuffer(True, max_header_block=10**7)
+    stock.max_frame_size = ours.max_frame_size = 2**20
+    results = []
+    for buffer in (ours, stock):
+        try:
+            seen = _run(buffer, wire, cuts)
+        except h2.exceptions.ProtocolError as exc:  # raised by add_data
+            seen = [str(exc)]
+        results.append(seen)
+    assert results[0] == results[1]
+    assert len(results[0]) == (4 if preface.endswith(b"SM\r\n\r\n") else 1)

@@ -751,3 +751,14 @@ def test_a_servers_preface_is_checked_before_a_large_payload_is_taken(cuts, pref
         results.append(seen)
     assert results[0] == results[1]
     assert len(results[0]) == (4 if preface.endswith(b"SM\r\n\r\n") else 1)
+
+
+def test_a_payload_buffer_is_a_bytearray_of_the_size_asked():
+    """ctypes' PyByteArray_FromStringAndSize(NULL, n): a real, resizable bytearray."""
+    assert h2_internals._NEW_BYTEARRAY is not None  # CPython: the uninitialized kind
+    for size in (0, 1, h2_internals.BODY_MIN, 1 << 20):
+        body = h2_internals._bytearray_for(size)
+        assert type(body) is bytearray and len(body) == size
+        body[:] = b"y" * size
+        body += b"z"
+        assert body == b"y" * size + b"z"

@@ -169,6 +169,33 @@ _COPY_LIMIT = 1024  # smaller bodies are sliced off the bytearray; larger ones v
 BODY_MIN = 64 * 1024
 
 
+def _find_new_bytearray() -> Any:
+    """CPython's ``PyByteArray_FromStringAndSize`` through ctypes, or None."""
+    try:
+        import ctypes
+
+        new = ctypes.pythonapi.PyByteArray_FromStringAndSize
+    except (ImportError, AttributeError):  # not CPython, or no ctypes
+        return None
+    new.restype = ctypes.py_object
+    new.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
+    return new
+
+
+_NEW_BYTEARRAY = _find_new_bytearray()
+
+
+def _bytearray_for(size: int) -> bytearray:
+    """A bytearray of ``size`` bytes to be overwritten whole before it is read:
+    ``PyByteArray_FromStringAndSize(NULL, size)`` leaves it uninitialized, where
+    ``bytearray(size)`` zeroes it, touching every page before the peer has sent a
+    byte of it."""
+    if _NEW_BYTEARRAY is None:
+        return bytearray(size)
+    body: bytearray = _NEW_BYTEARRAY(None, size)
+    return body
+
+
 class GuardedFrameBuffer(FrameBuffer):
     """h2's frame buffer, checked before it buffers: a frame header declaring more than
     our SETTINGS_MAX_FRAME_SIZE is refused as soon as its 9 bytes arrive (h2 waits for
@@ -247,7 +274,7 @@ class GuardedFrameBuffer(FrameBuffer):
                 or length > self.max_frame_size or len(view) >= 9 + length
                 or not stream_id & 0x7FFFFFFF):
             return False
-        self._body = body = bytearray(length)
+        self._body = body = _bytearray_for(length)
         self._body_frame = (stream_id & 0x7FFFFFFF, flag_byte)
         arrived = len(view) - 9
         body[:arrived] = view[9:]

@@ -664,8 +664,8 @@ def _pending(buffer: FrameBuffer) -> bytes:
     body = getattr(buffer, "_body", None)
     if body is None:
         return bytes(buffer._data)
-    stream_id, flags = buffer._body_frame
-    header = len(body).to_bytes(3, "big") + bytes([0, flags]) + stream_id.to_bytes(4, "big")
+    stream_id, flags, length = buffer._body_frame
+    header = length.to_bytes(3, "big") + bytes([0, flags]) + stream_id.to_bytes(4, "big")
     return header + bytes(body[:buffer._body_filled]) + bytes(buffer._data)
 
 
@@ -719,12 +719,12 @@ def test_a_large_payload_is_read_into_its_own_buffer_and_is_the_events_data():
     assert not server.incoming_buffer._data, "the payload went to the frame buffer"
     got = 0
     while (target := server.body_target()) is not None:
-        assert len(target) == len(wire) - head - got
-        count = min(len(target), 70_000)
+        assert len(target) == len(wire) - head - got + 9  # + the next frame's header
+        count = min(len(target), 70_000, len(wire) - head - got)
         target[:count] = wire[head + got:head + got + count]
         got += count
-        events += server.receive_into_body(count)
         target.release()
+        events += server.receive_into_body(count)
     data = [e for e in events if isinstance(e, h2.events.DataReceived)]
     assert len(data) == 1 and data[0].data == payload
     assert type(data[0].data) is bytearray  # the buffer read into, not a copy
@@ -762,3 +762,53 @@ def test_a_payload_buffer_is_a_bytearray_of_the_size_asked():
         body[:] = b"y" * size
         body += b"z"
         assert body == b"y" * size + b"z"
+
+
+def test_the_next_frames_header_is_read_with_a_payload_so_the_next_payload_is_too():
+    """body_target has room for the 9-byte header after the payload: a read that
+    brings it lets the next large payload be read straight into its own buffer (no
+    read through the frame buffer between two 1 MiB frames of one message)."""
+    server, client = _pair()
+    server.increment_flow_control_window(1 << 22)
+    client.receive_data(server.data_to_send())
+    first, second = b"a" * (1 << 20), b"b" * 200_000
+    client.send_headers(1, REQUEST)
+    client.send_data(1, first)
+    client.send_data(1, second)
+    client.send_data(1, b"c" * 10, end_stream=True)  # small: through the frame buffer
+    wire = memoryview(client.data_to_send())
+    pos = len(wire) - len(first) - len(second) - 10 - 27 + 100
+    events = server.receive_data(wire[:pos])
+    direct = 0
+    while (target := server.body_target()) is not None:
+        count = min(len(target), len(wire) - pos)
+        target[:count] = wire[pos:pos + count]
+        target.release()
+        pos += count
+        direct += 1
+        events += server.receive_into_body(count)
+        # the next header went where it belongs: a new payload buffer, or (a small
+        # frame's) the frame buffer
+        assert server.body_target() is None or not server.incoming_buffer._data
+    assert direct == 2  # the rest of the first payload + next header, the second whole
+    events += server.receive_data(wire[pos:])
+    data = [e.data for e in events if isinstance(e, h2.events.DataReceived)]
+    assert data == [first, second, b"c" * 10]
+    assert [type(d) for d in data] == [bytearray, bytearray, bytes]
+    assert isinstance(events[-1], h2.events.StreamEnded)
+
+
+def test_a_payload_whose_target_view_is_kept_is_still_delivered_whole():
+    server, client = _pair()
+    server.increment_flow_control_window(1 << 20)
+    client.receive_data(server.data_to_send())
+    client.send_headers(1, REQUEST)
+    client.send_data(1, b"q" * 70_000, end_stream=True)
+    wire = memoryview(client.data_to_send())
+    pos = len(wire) - 70_000
+    server.receive_data(wire[:pos])
+    target = server.body_target()
+    assert target is not None and len(target) == 70_000 + 9
+    target[:70_000] = wire[pos:]
+    events = server.receive_into_body(70_000)  # target not released: copied instead
+    assert [e.data for e in events if isinstance(e, h2.events.DataReceived)] == [b"q" * 70_000]

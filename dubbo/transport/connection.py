@@ -321,6 +321,8 @@ class H2Transport:
         target = self.conn.body_target() if self.tls is None else None
         try:
             n = self.sock.recv_into(self.loop.buffer if target is None else target)
+            if target is not None:
+                target.release()  # h2's buffer is trimmed to the payload once complete
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:

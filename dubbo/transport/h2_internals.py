@@ -214,10 +214,11 @@ class GuardedFrameBuffer(FrameBuffer):
         self.max_header_block = max_header_block
         self._header_block_size = 0
         # A large DATA frame's payload being received (``_start_body``): the frame's
-        # stream id and flag byte, its buffer, and how much of it has arrived.
+        # stream id, flag byte and payload length, its buffer (the payload, then room
+        # for the next frame's header) and how much of that has arrived.
         self._body: bytearray | None = None
         self._body_filled = 0
-        self._body_frame = (0, 0)
+        self._body_frame = (0, 0, 0)
 
     def add_data(self, data: Any) -> None:
         """h2's, except that bytes of a large DATA payload go straight into the
@@ -237,7 +238,8 @@ class GuardedFrameBuffer(FrameBuffer):
 
     def body_target(self) -> memoryview | None:
         """Where the rest of a large DATA payload may be received (``recv_into``),
-        or None; ``body_filled(n)`` then says how much was."""
+        and the next frame's header after it, or None; ``body_filled(n)`` then says
+        how much was. The view must be released before that call."""
         body = self._body
         if body is None:
             return None
@@ -252,7 +254,7 @@ class GuardedFrameBuffer(FrameBuffer):
         body = self._body
         assert body is not None
         filled = self._body_filled
-        count = min(len(body) - filled, len(data))
+        count = min(self._body_frame[2] - filled, len(data))
         view = memoryview(data)
         body[filled:filled + count] = view[:count]
         self._body_filled = filled + count
@@ -274,8 +276,8 @@ class GuardedFrameBuffer(FrameBuffer):
                 or length > self.max_frame_size or len(view) >= 9 + length
                 or not stream_id & 0x7FFFFFFF):
             return False
-        self._body = body = _bytearray_for(length)
-        self._body_frame = (stream_id & 0x7FFFFFFF, flag_byte)
+        self._body = body = _bytearray_for(length + 9)  # + the next frame's header
+        self._body_frame = (stream_id & 0x7FFFFFFF, flag_byte, length)
         arrived = len(view) - 9
         body[:arrived] = view[9:]
         self._body_filled = arrived
@@ -287,12 +289,18 @@ class GuardedFrameBuffer(FrameBuffer):
         body = self._body
         assert body is not None
         self._body = None
-        stream_id, flag_byte = self._body_frame
+        stream_id, flag_byte, length = self._body_frame
+        if self._body_filled > length:  # the start of the next frame, read with it
+            self._data[:0] = body[length:self._body_filled]
+        try:
+            del body[length:]  # within its allocation: no copy
+        except BufferError:  # a body_target view not released: the payload copied
+            body = bytearray(memoryview(body)[:length])
         frame: Any = DataFrame.__new__(DataFrame)
         frame.stream_id = stream_id
         frame.flags = _MAKERS[_DATA].flags[flag_byte]
         frame.pad_length = 0
-        frame.body_len = len(body)
+        frame.body_len = length
         frame.data = body
         return frame
 
@@ -305,7 +313,7 @@ class GuardedFrameBuffer(FrameBuffer):
     def next_frame(self) -> Any:
         """The next complete frame, or None (``__next__`` without StopIteration)."""
         if self._body is not None:
-            if self._body_filled < len(self._body):
+            if self._body_filled < self._body_frame[2]:
                 return None
             return self._take_body()
         data = self._data

@@ -226,14 +226,12 @@ class GuardedFrameBuffer(FrameBuffer):
         ``data`` starts with the header of one that has not all arrived."""
         if self._preamble_len:
             super().add_data(data)
-            return
-        if self._body is not None:
+        elif self._body is not None:
             data = self._fill_body(data)
-        elif not self._data and len(data) >= 9:
-            with memoryview(data) as view:
-                if self._start_body(view):
-                    return
-        if data:
+            if data:
+                self._data += data
+        # data[3]: the frame type; only DATA (0) may start a payload buffer
+        elif self._data or len(data) < 9 or data[3] or not self._start_body(memoryview(data)):
             self._data += data
 
     def body_target(self) -> memoryview | None:

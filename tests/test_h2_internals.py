@@ -1028,3 +1028,160 @@ def test_a_clone_of_a_template_behaves_as_a_connection_built_anew(client_side):
                        client_side) == _transcript(built(), client_side)
     assert transport._template(client_side, 64 * 1024, 7).clone(
         CachingEncoder(), CachingDecoder(64 * 1024)).data_to_send() == built().data_to_send()
+
+
+# -- large DATA payloads received into buffers of their own (issue 11, copies) ---------
+
+def _pending(buffer: FrameBuffer) -> bytes:
+    """What a frame buffer holds that is not a frame yet, as the bytes received."""
+    body = getattr(buffer, "_body", None)
+    if body is None:
+        return bytes(buffer._data)
+    stream_id, flags, length = buffer._body_frame
+    header = length.to_bytes(3, "big") + bytes([0, flags]) + stream_id.to_bytes(4, "big")
+    return header + bytes(body[:buffer._body_filled]) + bytes(buffer._data)
+
+
+_BIG = h2_internals.BODY_MIN
+
+
+@settings(max_examples=150, deadline=None)
+@given(frames=st.lists(st.tuples(
+           st.sampled_from([0, 1, 6, 9]), st.sampled_from([0, 1, 4, 5, 8, 9]),
+           st.sampled_from([0, 1, 3]),
+           st.sampled_from([0, 3, 9, _BIG - 1, _BIG, _BIG + 5000]).flatmap(
+               lambda n: st.binary(min_size=n, max_size=n))), max_size=4),
+       cuts=st.lists(st.integers(0, 3 * _BIG), max_size=6), max_size=st.sampled_from(
+           [16384, _BIG + 100, 2**24 - 1]))
+@example(frames=[(0, 0, 1, b"a" * _BIG), (0, 1, 3, b"b" * (_BIG + 1))],
+         cuts=[5, 9, 10, _BIG + 9, _BIG + 20], max_size=2**24 - 1)
+def test_large_data_payloads_yield_what_h2s_frame_buffer_yields(frames, cuts, max_size):
+    """Payloads of BODY_MIN bytes or more that arrive in pieces are gathered in a buffer
+    of their own: same frames, errors and bytes pending as h2's, split anywhere."""
+    wire = b"".join(_frame_bytes(*frame) for frame in frames)
+    stock = FrameBuffer(server=False)
+    ours = h2_internals.GuardedFrameBuffer(False, max_header_block=10**7)
+    stock.max_frame_size = ours.max_frame_size = max_size
+    result = []
+    for buffer in (ours, stock):
+        seen = _run(buffer, wire, cuts)
+        if not isinstance(seen[-1], tuple):  # no error: what is pending, as received
+            seen[-2] = _pending(buffer)
+        result.append(seen)
+    assert result[0] == result[1]
+
+
+def test_a_large_payload_is_read_into_its_own_buffer_and_is_the_events_data():
+    """body_target: the rest of a large DATA payload is read straight into the buffer
+    that becomes the DataReceived's data (no frame-buffer copy, no copy out of it);
+    flow control and END_STREAM as h2's."""
+    server, client = _pair()
+    server.increment_flow_control_window(1 << 20)
+    client.receive_data(server.data_to_send())
+    window = server.inbound_flow_control_window
+    size = 300_000
+    assert client.max_outbound_frame_size >= size
+    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    client.send_headers(1, REQUEST)
+    client.send_data(1, payload, end_stream=True)
+    wire = memoryview(client.data_to_send())
+    head = len(wire) - size - 9 + 1000  # headers, DATA header, 1000 payload bytes
+    assert server.body_target() is None
+    events = server.receive_data(wire[:head])
+    assert [type(e) for e in events] == [h2.events.RequestReceived]
+    assert not server.incoming_buffer._data, "the payload went to the frame buffer"
+    got = 0
+    while (target := server.body_target()) is not None:
+        assert len(target) == len(wire) - head - got + 9  # + the next frame's header
+        count = min(len(target), 70_000, len(wire) - head - got)
+        target[:count] = wire[head + got:head + got + count]
+        got += count
+        target.release()
+        events += server.receive_into_body(count)
+    data = [e for e in events if isinstance(e, h2.events.DataReceived)]
+    assert len(data) == 1 and data[0].data == payload
+    assert type(data[0].data) is bytearray  # the buffer read into, not a copy
+    assert data[0].flow_controlled_length == size
+    assert isinstance(events[-1], h2.events.StreamEnded)
+    assert server.inbound_flow_control_window == window - size
+
+
+@pytest.mark.parametrize("cuts", [[], [3], [24], [24 + 9 + 10], [30, 24 + 9 + _BIG]])
+@pytest.mark.parametrize("preface", [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+                                     b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"])
+def test_a_servers_preface_is_checked_before_a_large_payload_is_taken(cuts, preface):
+    """add_data leaves the client preface to h2 (``_preamble_len``), split anywhere."""
+    wire = preface + _frame_bytes(0, 1, 1, b"z" * (_BIG + 3)) + _frame_bytes(6, 0, 0, b"p" * 8)
+    stock = FrameBuffer(server=True)
+    ours = h2_internals.GuardedFrameBuffer(True, max_header_block=10**7)
+    stock.max_frame_size = ours.max_frame_size = 2**20
+    results = []
+    for buffer in (ours, stock):
+        try:
+            seen = _run(buffer, wire, cuts)
+        except h2.exceptions.ProtocolError as exc:  # raised by add_data
+            seen = [str(exc)]
+        results.append(seen)
+    assert results[0] == results[1]
+    assert len(results[0]) == (4 if preface.endswith(b"SM\r\n\r\n") else 1)
+
+
+def test_a_payload_buffer_is_a_bytearray_of_the_size_asked():
+    """ctypes' PyByteArray_FromStringAndSize(NULL, n): a real, resizable bytearray."""
+    assert h2_internals._NEW_BYTEARRAY is not None  # CPython: the uninitialized kind
+    for size in (0, 1, h2_internals.BODY_MIN, 1 << 20):
+        body = h2_internals._bytearray_for(size)
+        assert type(body) is bytearray and len(body) == size
+        body[:] = b"y" * size
+        body += b"z"
+        assert body == b"y" * size + b"z"
+
+
+def test_the_next_frames_header_is_read_with_a_payload_so_the_next_payload_is_too():
+    """body_target has room for the 9-byte header after the payload: a read that
+    brings it lets the next large payload be read straight into its own buffer (no
+    read through the frame buffer between two 1 MiB frames of one message)."""
+    server, client = _pair()
+    server.increment_flow_control_window(1 << 22)
+    client.receive_data(server.data_to_send())
+    first, second = b"a" * (1 << 20), b"b" * 200_000
+    client.send_headers(1, REQUEST)
+    client.send_data(1, first)
+    client.send_data(1, second)
+    client.send_data(1, b"c" * 10, end_stream=True)  # small: through the frame buffer
+    wire = memoryview(client.data_to_send())
+    pos = len(wire) - len(first) - len(second) - 10 - 27 + 100
+    events = server.receive_data(wire[:pos])
+    direct = 0
+    while (target := server.body_target()) is not None:
+        count = min(len(target), len(wire) - pos)
+        target[:count] = wire[pos:pos + count]
+        target.release()
+        pos += count
+        direct += 1
+        events += server.receive_into_body(count)
+        # the next header went where it belongs: a new payload buffer, or (a small
+        # frame's) the frame buffer
+        assert server.body_target() is None or not server.incoming_buffer._data
+    assert direct == 2  # the rest of the first payload + next header, the second whole
+    events += server.receive_data(wire[pos:])
+    data = [e.data for e in events if isinstance(e, h2.events.DataReceived)]
+    assert data == [first, second, b"c" * 10]
+    assert [type(d) for d in data] == [bytearray, bytearray, bytes]
+    assert isinstance(events[-1], h2.events.StreamEnded)
+
+
+def test_a_payload_whose_target_view_is_kept_is_still_delivered_whole():
+    server, client = _pair()
+    server.increment_flow_control_window(1 << 20)
+    client.receive_data(server.data_to_send())
+    client.send_headers(1, REQUEST)
+    client.send_data(1, b"q" * 70_000, end_stream=True)
+    wire = memoryview(client.data_to_send())
+    pos = len(wire) - 70_000
+    server.receive_data(wire[:pos])
+    target = server.body_target()
+    assert target is not None and len(target) == 70_000 + 9
+    target[:70_000] = wire[pos:]
+    events = server.receive_into_body(70_000)  # target not released: copied instead
+    assert [e.data for e in events if isinstance(e, h2.events.DataReceived)] == [b"q" * 70_000]

@@ -345,8 +345,13 @@ class H2Transport:
             pass
 
     def _on_readable(self) -> None:
+        # The rest of a large DATA payload is read straight into its own buffer: no
+        # copy through the loop's buffer and h2's frame buffer (plain TCP only).
+        target = self.conn.body_target() if self.tls is None else None
         try:
-            n = self.sock.recv_into(self.loop.buffer)
+            n = self.sock.recv_into(self.loop.buffer if target is None else target)
+            if target is not None:
+                target.release()  # h2's buffer is trimmed to the payload once complete
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -357,9 +362,10 @@ class H2Transport:
                                              "connection closed by peer"))
             return
         self.last_activity = time.monotonic()
-        data: bytes | memoryview = self.loop.view[:n]
+        data: bytes | memoryview | int = self.loop.view[:n] if target is None else n
         try:
             if self.tls is not None:
+                assert not isinstance(data, int)
                 if not self.secured:
                     data = self._handshake(bytes(data))
                 else:
@@ -382,13 +388,16 @@ class H2Transport:
             log.exception("connection reader for %s failed", self.peer)
             self._terminate(RpcError(StatusCode.INTERNAL, "connection reader failed"))
 
-    def _receive(self, data: bytes | memoryview) -> None:
+    def _receive(self, data: bytes | memoryview | int) -> None:
+        """Hand h2 what was read: bytes, or (an int) how many were read into
+        ``conn.body_target()``."""
         with self.lock:
             if self.closed:
                 return
             try:
                 # h2 copies what it is given, so a view of the reused buffer is safe.
-                events = self.conn.receive_data(data)
+                events = (self.conn.receive_into_body(data) if type(data) is int
+                          else self.conn.receive_data(data))
             except h2.exceptions.ProtocolError as exc:
                 # h2 is closed now: no sender may reach it before _terminate runs.
                 self.closed = True

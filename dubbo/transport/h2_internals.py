@@ -41,8 +41,10 @@ by ``_receive_headers_frame``)   MAX_CONCURRENT_STREAMS is refused alone (RFC 91
 header helpers, ``_data_to_send``
 ``incoming_buffer``              replaced by ``GuardedFrameBuffer``: frame size
 ``FrameBuffer._data``            checked on the 9-byte header, header block bounded
-``FrameBuffer._headers_buffer``  in bytes
-``FrameBuffer._update_header_buffer``
+``FrameBuffer._headers_buffer``  in bytes; a large DATA payload arriving in
+``FrameBuffer._update_header_    pieces is gathered in a buffer of its own
+buffer``, ``_preamble_len``,     (``body_target``, which the socket reads into):
+``add_data``                     no copy into and out of the frame buffer
 ``_receive_headers_frame``,      re-implemented for HEADERS without PRIORITY when
 ``_decode_headers``,             h2 neither normalizes nor validates received
 ``H2Stream`` (built), its        headers (our configuration): h2 builds header-
@@ -201,6 +203,36 @@ _MAKERS: dict[int, _FrameMaker] = {
     )
 }
 _COPY_LIMIT = 1024  # smaller bodies are sliced off the bytearray; larger ones viewed
+# An unpadded DATA payload this big that has not all arrived is received into a buffer
+# of its own (``GuardedFrameBuffer.body_target``) instead of the frame buffer.
+BODY_MIN = 64 * 1024
+
+
+def _find_new_bytearray() -> Any:
+    """CPython's ``PyByteArray_FromStringAndSize`` through ctypes, or None."""
+    try:
+        import ctypes
+
+        new = ctypes.pythonapi.PyByteArray_FromStringAndSize
+    except (ImportError, AttributeError):  # not CPython, or no ctypes
+        return None
+    new.restype = ctypes.py_object
+    new.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
+    return new
+
+
+_NEW_BYTEARRAY = _find_new_bytearray()
+
+
+def _bytearray_for(size: int) -> bytearray:
+    """A bytearray of ``size`` bytes to be overwritten whole before it is read:
+    ``PyByteArray_FromStringAndSize(NULL, size)`` leaves it uninitialized, where
+    ``bytearray(size)`` zeroes it, touching every page before the peer has sent a
+    byte of it."""
+    if _NEW_BYTEARRAY is None:
+        return bytearray(size)
+    body: bytearray = _NEW_BYTEARRAY(None, size)
+    return body
 
 
 class GuardedFrameBuffer(FrameBuffer):
@@ -220,6 +252,94 @@ class GuardedFrameBuffer(FrameBuffer):
         super().__init__(server=server)
         self.max_header_block = max_header_block
         self._header_block_size = 0
+        # A large DATA frame's payload being received (``_start_body``): the frame's
+        # stream id, flag byte and payload length, its buffer (the payload, then room
+        # for the next frame's header) and how much of that has arrived.
+        self._body: bytearray | None = None
+        self._body_filled = 0
+        self._body_frame = (0, 0, 0)
+
+    def add_data(self, data: Any) -> None:
+        """h2's, except that bytes of a large DATA payload go straight into the
+        payload's own buffer: into the one being filled, or into a new one when
+        ``data`` starts with the header of one that has not all arrived."""
+        if self._preamble_len:
+            super().add_data(data)
+        elif self._body is not None:
+            data = self._fill_body(data)
+            if data:
+                self._data += data
+        # data[3]: the frame type; only DATA (0) may start a payload buffer
+        elif self._data or len(data) < 9 or data[3] or not self._start_body(memoryview(data)):
+            self._data += data
+
+    def body_target(self) -> memoryview | None:
+        """Where the rest of a large DATA payload may be received (``recv_into``),
+        and the next frame's header after it, or None; ``body_filled(n)`` then says
+        how much was. The view must be released before that call."""
+        body = self._body
+        if body is None:
+            return None
+        return memoryview(body)[self._body_filled:]
+
+    def body_filled(self, count: int) -> None:
+        self._body_filled += count
+
+    def _fill_body(self, data: Any) -> Any:
+        """Copy the start of ``data`` into the payload being received; the rest of
+        ``data`` (a view) is what follows the payload."""
+        body = self._body
+        assert body is not None
+        filled = self._body_filled
+        count = min(self._body_frame[2] - filled, len(data))
+        view = memoryview(data)
+        body[filled:filled + count] = view[:count]
+        self._body_filled = filled + count
+        return view[count:] if count < len(data) else b""
+
+    def _start_body(self, view: memoryview) -> bool:
+        """If ``view`` starts with the header of a large unpadded DATA frame whose
+        payload has not all arrived, take what has into a buffer of the payload's size
+        and return True. Checks what ``next_frame`` checks on a header first.
+
+        The buffer is allocated when the header arrives (at most our
+        SETTINGS_MAX_FRAME_SIZE, one per connection); memory the OS has not been
+        given bytes for stays untouched until they arrive."""
+        if self._headers_buffer:  # a header block is open: next_frame raises
+            return False
+        high, low, frame_type, flag_byte, stream_id = _FRAME_HEADER.unpack_from(view)
+        length = (high << 8) + low
+        if (frame_type != _DATA or flag_byte & 0x08 or length < BODY_MIN
+                or length > self.max_frame_size or len(view) >= 9 + length
+                or not stream_id & 0x7FFFFFFF):
+            return False
+        self._body = body = _bytearray_for(length + 9)  # + the next frame's header
+        self._body_frame = (stream_id & 0x7FFFFFFF, flag_byte, length)
+        arrived = len(view) - 9
+        body[:arrived] = view[9:]
+        self._body_filled = arrived
+        return True
+
+    def _take_body(self) -> Any:
+        """The DATA frame whose payload has all arrived; its payload (a bytearray
+        nothing else refers to, never changed again) is its ``data``."""
+        body = self._body
+        assert body is not None
+        self._body = None
+        stream_id, flag_byte, length = self._body_frame
+        if self._body_filled > length:  # the start of the next frame, read with it
+            self._data[:0] = body[length:self._body_filled]
+        try:
+            del body[length:]  # within its allocation: no copy
+        except BufferError:  # a body_target view not released: the payload copied
+            body = bytearray(memoryview(body)[:length])
+        frame: Any = DataFrame.__new__(DataFrame)
+        frame.stream_id = stream_id
+        frame.flags = _MAKERS[_DATA].flags[flag_byte]
+        frame.pad_length = 0
+        frame.body_len = length
+        frame.data = body
+        return frame
 
     def __next__(self) -> Any:
         frame = self.next_frame()
@@ -229,6 +349,10 @@ class GuardedFrameBuffer(FrameBuffer):
 
     def next_frame(self) -> Any:
         """The next complete frame, or None (``__next__`` without StopIteration)."""
+        if self._body is not None:
+            if self._body_filled < self._body_frame[2]:
+                return None
+            return self._take_body()
         data = self._data
         while True:
             if len(data) < 9:
@@ -253,6 +377,12 @@ class GuardedFrameBuffer(FrameBuffer):
                        f"Stream ID must be zero for {name} with stream_id={stream_id}"))
             end = 9 + length
             if len(data) < end:
+                if length >= BODY_MIN and frame_type == _DATA and \
+                        not self._headers_buffer:
+                    with memoryview(data) as view:
+                        started = self._start_body(view)
+                    if started:
+                        del data[:]
                 return None
             frame: Any = maker.cls.__new__(maker.cls)
             frame.stream_id = stream_id
@@ -393,10 +523,26 @@ class Connection(h2.connection.H2Connection):
     def receive_data(self, data: Any) -> list[h2.events.Event]:
         """h2's, without its trace log of every read and with no StopIteration
         per read (``GuardedFrameBuffer.next_frame``)."""
-        events: list[h2.events.Event] = []
         buffer: GuardedFrameBuffer = self.incoming_buffer  # type: ignore[assignment]
-        buffer.add_data(data)
         buffer.max_frame_size = self.max_inbound_frame_size
+        buffer.add_data(data)
+        return self._receive_frames(buffer)
+
+    def body_target(self) -> memoryview | None:
+        """Where the rest of a large DATA payload being received may be read into
+        (``socket.recv_into``), skipping the frame buffer; None when no payload is
+        being received. Then ``receive_into_body`` with the count read."""
+        buffer: GuardedFrameBuffer = self.incoming_buffer  # type: ignore[assignment]
+        return buffer.body_target()
+
+    def receive_into_body(self, count: int) -> list[h2.events.Event]:
+        """``receive_data`` for ``count`` bytes read into ``body_target()``."""
+        buffer: GuardedFrameBuffer = self.incoming_buffer  # type: ignore[assignment]
+        buffer.body_filled(count)
+        return self._receive_frames(buffer)
+
+    def _receive_frames(self, buffer: GuardedFrameBuffer) -> list[h2.events.Event]:
+        events: list[h2.events.Event] = []
         receive = self._receive_frame
         try:
             while (frame := buffer.next_frame()) is not None:

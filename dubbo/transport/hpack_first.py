@@ -147,12 +147,7 @@ class FirstBlocksEncoder(CachingEncoder):
             step = _encoded.add(key, encoded, table.version != self._version, self._state,
                                 snapshot, len(encoded) + _fields_cost(block)
                                 + _table_cost(snapshot), _shareable(block))
-        self._state = step.state
-        self._version = table.version
-        self._contents = step.table
-        self._left -= 1
-        if not self._left:
-            self._plain()
+        _advance(self, step, table)
         return encoded
 
     def _leave(self, headers: Any, huffman: bool) -> bytes:
@@ -162,6 +157,17 @@ class FirstBlocksEncoder(CachingEncoder):
     def _plain(self) -> None:
         """From now on a plain CachingEncoder (no lookup, no extra call)."""
         self.encode = CachingEncoder.encode.__get__(self)  # type: ignore[method-assign]
+
+
+def _advance(coder: Any, step: Any, table: Any) -> None:
+    """A first block coded (or replayed) by ``coder``: where its table is now; after
+    the last first block the coder turns plain."""
+    coder._state = step.state
+    coder._version = table.version
+    coder._contents = step.table
+    coder._left -= 1
+    if not coder._left:
+        coder._plain()
 
 
 class FirstBlocksDecoder(CachingDecoder):
@@ -196,12 +202,7 @@ class FirstBlocksDecoder(CachingDecoder):
                                 self._state, snapshot,
                                 len(block) + _fields_cost(decoded) + _table_cost(snapshot),
                                 _shareable(decoded))
-        self._state = step.state
-        self._version = table.version
-        self._contents = step.table
-        self._left -= 1
-        if not self._left:
-            self._plain()
+        _advance(self, step, table)
         return decoded
 
     def _leave(self, data: Any, raw: bool) -> Any:

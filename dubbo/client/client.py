@@ -29,7 +29,7 @@ from ..status import (
     error_for,
 )
 from ..transport import FAST_PRODUCER, H2Transport, Inbox, MessageWriter, Payload, peer_name
-from ..transport.heap import HEAP_HINT_MIN, keep_heap_for
+from ..transport.heap import keep_heap_for
 from ..transport.ioloop import IOLoop
 from ..transport.timer import Scheduler
 from ..transport.tls import TLSLayer
@@ -662,8 +662,6 @@ class _Method:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"request serialized to {type(data).__name__}, expected bytes "
                             "(set request_serializer)")
-        if len(data) >= HEAP_HINT_MIN:  # its buffers stay in the heap (transport/heap.py)
-            keep_heap_for(len(data))
         return data
 
     def _frame(self, request: Any, codec: Codec | None) -> Payload:

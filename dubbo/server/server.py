@@ -37,7 +37,7 @@ from ..transport import (
     MessageWriter,
     Payload,
 )
-from ..transport.heap import HEAP_HINT_MIN, keep_heap_for
+from ..transport.heap import keep_heap_for
 from ..transport.ioloop import IOLoop
 from ..transport.timer import Scheduler, TimerHandle
 from ..transport.tls import TLSLayer
@@ -86,6 +86,7 @@ DEFAULT_SEND_TIMEOUT = 30.0  # a peer that reads nothing this long loses its str
 DEFAULT_WORKER_IDLE_TIMEOUT = 60.0
 CALLBACK_THREADS = 4  # threads running add_callback functions off the I/O thread
 TRIM_INTERVAL = 2.0  # seconds between looks at whether calls ended (memory.py)
+QUIET_TRIMS = 3  # trims on the quiet ticks after calls or connections ended
 # Request heads a connection remembers (ServerConnection._remember): how many, their
 # total size (name + value + 32 per field, as HPACK counts), the largest one kept.
 _KNOWN_ENTRIES = 32
@@ -397,8 +398,6 @@ class ServerCall:
             raise RpcError(StatusCode.INTERNAL,
                            f"handler returned {type(data).__name__}, expected bytes "
                            "(set response_serializer)")
-        if len(data) >= HEAP_HINT_MIN:  # its buffers stay in the heap (transport/heap.py)
-            keep_heap_for(len(data))
         return frame_message(data, self.response_codec, self.server.max_send_message_size)
 
     def send_message(self, response: Any, coalesce: bool = False) -> None:
@@ -1009,7 +1008,7 @@ class Server:
         self._admitted = 0
         self._ended = 0  # calls and connections that ended: memory may be free to return
         self._ended_at_trim = 0  # timer thread only
-        self._trim_again = False  # timer thread only
+        self._quiet_trims = 0  # trims left after the last change (timer thread only)
         self._listener: _Listener | None = None
         self._loop: IOLoop | None = None
         self._pool: WorkerPool | None = None
@@ -1236,10 +1235,11 @@ class Server:
         ended = self._ended
         changed = ended != self._ended_at_trim
         # Memory a call or connection held may be freed just after it counts as ended
-        # (its worker or reader lets go a moment later): trim once more on the first
-        # quiet tick after a change, or that last part stays with the process.
-        if changed or self._trim_again:
-            self._trim_again = changed
+        # (its worker or reader lets go a moment later, later still on a loaded
+        # machine): trim again on the first QUIET_TRIMS quiet ticks after a change, or
+        # that last part stays with the process.
+        if changed or self._quiet_trims:
+            self._quiet_trims = QUIET_TRIMS if changed else self._quiet_trims - 1
             self._ended_at_trim = ended
             release_free_memory()
         self.timer.call_later(TRIM_INTERVAL, self._trim_memory)

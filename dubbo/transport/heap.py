@@ -12,8 +12,11 @@ from one server run to the next, 2,000 in some client runs, 2 to 6 ms of CPU per
 (issue 11).
 
 ``keep_heap_for`` moves glibc's thresholds the way glibc itself does, once per size: it
-is told every message of ``HEAP_HINT_MIN`` (64 KiB) or more that is received (``Inbox``)
-or serialized for sending (server and client calls). What glibc
+is told every message of ``HEAP_HINT_MIN`` (64 KiB) or more that is received (``Inbox``).
+Not what is sent: a server sending large replies to small requests from many workers
+(the never-read window attack in tests/hostile) would let each worker's arena keep a
+free top that the idle trim cannot return (below), so such a server stays with glibc's
+own thresholds (and its page faults: ~3 ms of CPU per 4 MiB reply). What glibc
 then keeps is bounded: a free heap top of at most ``2 * HEAP_HINT_MAX`` (32 MiB) per
 malloc arena, where glibc's own thresholds allow up to 64 MiB after a 32 MiB message.
 The server's idle trim (dubbo/server/memory.py) returns free chunks and the main heap's

@@ -231,8 +231,13 @@ class MessageWriter:
         return bool(self._pending)
 
     def write(self, frame: Payload, coalesce: bool) -> None:
-        size = sum(map(len, frame)) if isinstance(frame, tuple) else len(frame)
         with self._lock:
+            if not coalesce and not self._pending:
+                # A ping-pong's case: nothing waits and this goes at once, as is.
+                self.transport.send_data(self.stream_id, frame, False, self.deadline,
+                                         self.get_error, send_timeout=self.send_timeout)
+                return
+            size = sum(map(len, frame)) if isinstance(frame, tuple) else len(frame)
             self._pending.append(frame)
             self._size += size
             if coalesce and self._size < COALESCE_BYTES and not (self.urgent and self.urgent()):

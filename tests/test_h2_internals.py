@@ -1204,9 +1204,12 @@ def test_data_on_an_open_stream_leaves_its_state_as_it_is():
             h2.stream.H2StreamStateMachine.data_received, state), _changed("stream states")
 
 
-def test_data_takes_the_short_way_and_overflows_the_stream_window_as_h2_does(monkeypatch):
-    """DATA past the stream's window (the connection's is larger): the same error,
-    the short way (H2Stream.receive_data not called) and h2's own."""
+@pytest.mark.parametrize("grow_connection", [True, False])
+def test_data_takes_the_short_way_and_overflows_a_window_as_h2_does(monkeypatch,
+                                                                    grow_connection):
+    """DATA past the stream's window (the connection's grown larger) or past the
+    connection's: the same error, the short way (H2Stream.receive_data not called)
+    and h2's own."""
     results = []
     for fast in (True, False):
         conn = _production(False, None)
@@ -1215,7 +1218,10 @@ def test_data_takes_the_short_way_and_overflows_the_stream_window_as_h2_does(mon
                 h2.connection.H2Connection._receive_data_frame, conn)
         conn.initiate_connection()
         window = conn.local_settings.initial_window_size
-        conn.increment_flow_control_window(window + (1 << 20))
+        if grow_connection:
+            conn.increment_flow_control_window(window + (1 << 20))
+        else:
+            window = min(window, conn._inbound_flow_control_window_manager.current_window_size)
         client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         client.initiate_connection()
         client.send_headers(1, REQUEST)
@@ -1230,7 +1236,8 @@ def test_data_takes_the_short_way_and_overflows_the_stream_window_as_h2_does(mon
             with pytest.raises(h2.exceptions.ProtocolError) as err:
                 conn.receive_data(DataFrame(1, data=b"x" * 16384).serialize())
         seen += [type(err.value), str(err.value), conn.data_to_send(),
-                 vars(conn.streams[1]._inbound_window_manager)]
+                 vars(conn.streams[1]._inbound_window_manager),
+                 vars(conn._inbound_flow_control_window_manager)]
         results.append(seen)
     assert results[0] == results[1]
     assert results[0][2] is h2.exceptions.FlowControlError

@@ -632,7 +632,10 @@ class Connection(h2.connection.H2Connection):
         length = len(frame.data)  # hyperframe's flow_controlled_length
         if "PADDED" in flags:
             length += frame.pad_length + 1
-        self._inbound_flow_control_window_manager.window_consumed(length)
+        window = self._inbound_flow_control_window_manager  # its window_consumed, inline
+        window.current_window_size -= length
+        if window.current_window_size < 0:
+            raise h2.exceptions.FlowControlError("Flow control window shrunk below 0")
         machine = stream.state_machine
         state = machine.state
         if ((state is _OPEN or state is _HALF_CLOSED_LOCAL) and "END_STREAM" not in flags

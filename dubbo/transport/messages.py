@@ -93,7 +93,7 @@ class Inbox:
         messages = self.decoder.feed(data)
         if self.drop_empty:
             messages = [m for m in messages if m]
-        size = sum(map(len, messages))
+        size = len(messages[0]) if len(messages) == 1 else sum(map(len, messages))
         if size >= LARGE_MESSAGE and self.on_large is not None:
             self.on_large(size)
         with self._lock:

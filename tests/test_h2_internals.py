@@ -1241,3 +1241,29 @@ def test_data_takes_the_short_way_and_overflows_a_window_as_h2_does(monkeypatch,
         results.append(seen)
     assert results[0] == results[1]
     assert results[0][2] is h2.exceptions.FlowControlError
+
+
+def test_local_flow_control_window_answers_as_h2s():
+    """Our ``local_flow_control_window``: h2's answer, or h2's error, for a stream whose
+    window is the smaller, one whose connection's is, an unknown, a forgotten and 0."""
+    conn = _production(True, None)
+    conn.initiate_connection()
+    conn.send_headers(1, REQUEST)
+    conn.send_headers(3, REQUEST)
+    conn.streams[1].outbound_flow_control_window = 10
+    conn.streams[3].outbound_flow_control_window = 1 << 30
+    conn.send_headers(5, REQUEST)
+    conn.reset_stream(5)
+    conn.streams.pop(5)  # forgotten by h2 once closed
+
+    def ask(how, stream_id):
+        try:
+            return how(stream_id)
+        except h2.exceptions.H2Error as exc:
+            return type(exc), str(exc)
+
+    stock = functools.partial(h2.connection.H2Connection.local_flow_control_window, conn)
+    answers = [ask(how, i) for how in (conn.local_flow_control_window, stock)
+               for i in (1, 3, 7, 5, 0)]
+    assert answers[:5] == answers[5:]
+    assert answers[:2] == [10, conn.outbound_flow_control_window]

@@ -36,6 +36,8 @@ by ``_receive_headers_frame``)   MAX_CONCURRENT_STREAMS is refused alone (RFC 91
 ``trailers_sent``,               rest is h2's own. ``test_our_sends_queue_h2s_bytes``
 ``stream_closed_by``),           runs random sequences against h2's own sends
 ``outbound_flow_control_window``
+(also read by our
+``local_flow_control_window``),
 ``request_method``,
 ``_authority``, h2.utilities'
 header helpers, ``_data_to_send``
@@ -836,6 +838,16 @@ class Connection(h2.connection.H2Connection):
             out += _FRAME_HEADER.pack(size >> 8, size & 0xFF, kind, flags, stream_id)
             out += chunk
             kind, flags = _CONTINUATION, 0
+
+    def local_flow_control_window(self, stream_id: int) -> int:
+        """h2's: a known stream's window within the connection's (the same attributes
+        read), without h2's lookup helper; an unknown id is h2's own (it raises)."""
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return super().local_flow_control_window(stream_id)
+        window: int = stream.outbound_flow_control_window
+        connection: int = self.outbound_flow_control_window
+        return window if window < connection else connection
 
     def send_data(self, stream_id: int, data: bytes | memoryview, end_stream: bool = False,
                   pad_length: Any = None) -> None:

@@ -608,6 +608,13 @@ _OP = st.tuples(st.sampled_from(["headers", "headers", "data", "rst", "send"]),
 @example(client_side=False, limited=True, ops=[  # padded DATA, DATA after END_STREAM
     ("headers", 1, False, "request"), ("data", 1, False, "garbage"), ("data", 1, True, ""),
     ("data", 1, False, "")])
+@example(client_side=False, limited=False, ops=[  # DATA on OPEN, then on HALF_CLOSED_LOCAL
+    ("headers", 1, False, "request"), ("data", 1, False, ""), ("send", 1, True, ""),
+    ("data", 1, False, ""), ("data", 1, True, "")])
+@example(client_side=True, limited=False, ops=[  # a response's DATA, then content-length
+    ("send", 1, False, ""), ("headers", 1, False, "response"), ("data", 1, False, ""),
+    ("send", 3, False, ""), ("headers", 3, False, "sized"), ("data", 3, False, "sized"),
+    ("data", 3, False, "sized")])
 def test_headers_and_data_received_the_short_way_do_what_h2_does(client_side, limited, ops):
     """Same events (every field), bytes sent, errors, stream states and windows as
     h2's own ``_receive_headers_frame`` and ``_receive_data_frame``, for any sequence
@@ -1185,3 +1192,78 @@ def test_a_payload_whose_target_view_is_kept_is_still_delivered_whole():
     target[:70_000] = wire[pos:]
     events = server.receive_into_body(70_000)  # target not released: copied instead
     assert [e.data for e in events if isinstance(e, h2.events.DataReceived)] == [b"q" * 70_000]
+
+
+def test_data_on_an_open_stream_leaves_its_state_as_it_is():
+    """Why DATA without END_STREAM on an OPEN or HALF_CLOSED_LOCAL stream skips the
+    stream state machine: the state stays and data_received only makes the event."""
+    table = h2.stream._transitions
+    recv_data = h2.stream.StreamInputs.RECV_DATA
+    for state in (h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_LOCAL):
+        assert table[(state, recv_data)] == (
+            h2.stream.H2StreamStateMachine.data_received, state), _changed("stream states")
+
+
+@pytest.mark.parametrize("grow_connection", [True, False])
+def test_data_takes_the_short_way_and_overflows_a_window_as_h2_does(monkeypatch,
+                                                                    grow_connection):
+    """DATA past the stream's window (the connection's grown larger) or past the
+    connection's: the same error, the short way (H2Stream.receive_data not called)
+    and h2's own."""
+    results = []
+    for fast in (True, False):
+        conn = _production(False, None)
+        if not fast:
+            conn._frame_dispatch_table[DataFrame] = functools.partial(
+                h2.connection.H2Connection._receive_data_frame, conn)
+        conn.initiate_connection()
+        window = conn.local_settings.initial_window_size
+        if grow_connection:
+            conn.increment_flow_control_window(window + (1 << 20))
+        else:
+            window = min(window, conn._inbound_flow_control_window_manager.current_window_size)
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        client.initiate_connection()
+        client.send_headers(1, REQUEST)
+        conn.receive_data(client.data_to_send())
+        conn.data_to_send()
+        with monkeypatch.context() as patch:
+            if fast:
+                patch.setattr(h2.stream.H2Stream, "receive_data", None)  # not called
+            events = conn.receive_data(
+                DataFrame(1, data=b"x" * 16384).serialize() * (window // 16384))
+            seen: list[object] = [repr(events), conn.streams[1]._actual_content_length]
+            with pytest.raises(h2.exceptions.ProtocolError) as err:
+                conn.receive_data(DataFrame(1, data=b"x" * 16384).serialize())
+        seen += [type(err.value), str(err.value), conn.data_to_send(),
+                 vars(conn.streams[1]._inbound_window_manager),
+                 vars(conn._inbound_flow_control_window_manager)]
+        results.append(seen)
+    assert results[0] == results[1]
+    assert results[0][2] is h2.exceptions.FlowControlError
+
+
+def test_local_flow_control_window_answers_as_h2s():
+    """Our ``local_flow_control_window``: h2's answer, or h2's error, for a stream whose
+    window is the smaller, one whose connection's is, an unknown, a forgotten and 0."""
+    conn = _production(True, None)
+    conn.initiate_connection()
+    conn.send_headers(1, REQUEST)
+    conn.send_headers(3, REQUEST)
+    conn.streams[1].outbound_flow_control_window = 10
+    conn.streams[3].outbound_flow_control_window = 1 << 30
+    conn.send_headers(5, REQUEST)
+    conn.reset_stream(5)
+    conn.streams.pop(5)  # forgotten by h2 once closed
+
+    def ask(how, stream_id):
+        try:
+            return how(stream_id)
+        except h2.exceptions.H2Error as exc:
+            return type(exc), str(exc)
+
+    stock = functools.partial(h2.connection.H2Connection.local_flow_control_window, conn)
+    answers = [ask(how, i) for how in (conn.local_flow_control_window, stock)
+               for i in (1, 3, 7, 5, 0)]
+    assert answers[:5] == answers[5:]
+    assert answers[:2] == [10, conn.outbound_flow_control_window]

@@ -36,6 +36,8 @@ by ``_receive_headers_frame``)   MAX_CONCURRENT_STREAMS is refused alone (RFC 91
 ``trailers_sent``,               rest is h2's own. ``test_our_sends_queue_h2s_bytes``
 ``stream_closed_by``),           runs random sequences against h2's own sends
 ``outbound_flow_control_window``
+(also read by our
+``local_flow_control_window``),
 ``request_method``,
 ``_authority``, h2.utilities'
 header helpers, ``_data_to_send``
@@ -55,7 +57,12 @@ buffer``, ``_preamble_len``,     (``body_target``, which the socket reads into):
 ``_receive_data_frame``,         re-implemented for DATA on an open stream of an
 ``_inbound_flow_control_window_  open connection: the connection's state machine
 manager``, ``_handle_data_on_    and stream lookups skipped, h2's stream and
-closed_stream``                  window bookkeeping as they are
+closed_stream``, ``H2Stream``'s  window bookkeeping as they are; DATA without
+``_inbound_window_manager``,     END_STREAM on an OPEN or HALF_CLOSED_LOCAL stream
+``_actual_content_length``,      with no content-length skips H2Stream.receive_data
+``_expected_content_length``,    and its state machine (a no-op there: the
+``headers_received``, the        stream's state stays), same event, window and
+``_transitions`` for RECV_DATA   byte count (a differential test pins it)
 hyperframe frame classes built   the lean frame parser (``GuardedFrameBuffer``):
 with ``__new__``, their          the common frames built without hyperframe's
 attributes, ``Flags._flags``/    ``__init__`` chain and header parser (a third of
@@ -128,6 +135,7 @@ _RECV_HEADERS = h2.connection.ConnectionInputs.RECV_HEADERS
 _STREAM_RECV_HEADERS = h2.stream.StreamInputs.RECV_HEADERS
 _STREAM_RECV_END_STREAM = h2.stream.StreamInputs.RECV_END_STREAM
 _CONTINUATION = 0x09
+_DataReceived = h2.events.DataReceived
 _END_STREAM, _END_HEADERS = 0x01, 0x04  # frame flags
 _OPEN_STATES = (ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN)
 _IDLE = ConnectionState.IDLE
@@ -626,7 +634,27 @@ class Connection(h2.connection.H2Connection):
         length = len(frame.data)  # hyperframe's flow_controlled_length
         if "PADDED" in flags:
             length += frame.pad_length + 1
-        self._inbound_flow_control_window_manager.window_consumed(length)
+        window = self._inbound_flow_control_window_manager  # its window_consumed, inline
+        window.current_window_size -= length
+        if window.current_window_size < 0:
+            raise h2.exceptions.FlowControlError("Flow control window shrunk below 0")
+        machine = stream.state_machine
+        state = machine.state
+        if ((state is _OPEN or state is _HALF_CLOSED_LOCAL) and "END_STREAM" not in flags
+                and machine.headers_received and stream._expected_content_length is None):
+            # H2Stream.receive_data where it changes nothing but the windows and the
+            # count of bytes: RECV_DATA leaves OPEN and HALF_CLOSED_LOCAL as they are
+            # (data_received only checks headers_received and makes the event), no
+            # content-length to check, no END_STREAM; the debug log h2's makes is off
+            # (we pass H2Configuration no logger).
+            window = stream._inbound_window_manager
+            window.current_window_size -= length
+            if window.current_window_size < 0:
+                raise h2.exceptions.FlowControlError("Flow control window shrunk below 0")
+            data = frame.data
+            stream._actual_content_length += len(data)
+            return (), [_DataReceived(stream_id=frame.stream_id, data=data,
+                                      flow_controlled_length=length)]
         try:
             return stream.receive_data(frame.data, "END_STREAM" in flags, length)
         except h2.exceptions.StreamClosedError as exc:  # half-closed by the peer
@@ -810,6 +838,16 @@ class Connection(h2.connection.H2Connection):
             out += _FRAME_HEADER.pack(size >> 8, size & 0xFF, kind, flags, stream_id)
             out += chunk
             kind, flags = _CONTINUATION, 0
+
+    def local_flow_control_window(self, stream_id: int) -> int:
+        """h2's: a known stream's window within the connection's (the same attributes
+        read), without h2's lookup helper; an unknown id is h2's own (it raises)."""
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return super().local_flow_control_window(stream_id)
+        window: int = stream.outbound_flow_control_window
+        connection: int = self.outbound_flow_control_window
+        return window if window < connection else connection
 
     def send_data(self, stream_id: int, data: bytes | memoryview, end_stream: bool = False,
                   pad_length: Any = None) -> None:

@@ -93,7 +93,7 @@ class Inbox:
         messages = self.decoder.feed(data)
         if self.drop_empty:
             messages = [m for m in messages if m]
-        size = sum(map(len, messages))
+        size = len(messages[0]) if len(messages) == 1 else sum(map(len, messages))
         if size >= LARGE_MESSAGE and self.on_large is not None:
             self.on_large(size)
         with self._lock:
@@ -231,8 +231,13 @@ class MessageWriter:
         return bool(self._pending)
 
     def write(self, frame: Payload, coalesce: bool) -> None:
-        size = sum(map(len, frame)) if isinstance(frame, tuple) else len(frame)
         with self._lock:
+            if not coalesce and not self._pending:
+                # A ping-pong's case: nothing waits and this goes at once, as is.
+                self.transport.send_data(self.stream_id, frame, False, self.deadline,
+                                         self.get_error, send_timeout=self.send_timeout)
+                return
+            size = sum(map(len, frame)) if isinstance(frame, tuple) else len(frame)
             self._pending.append(frame)
             self._size += size
             if coalesce and self._size < COALESCE_BYTES and not (self.urgent and self.urgent()):

@@ -92,6 +92,12 @@ class MessageDecoder:
         ``data`` must not change afterwards (pieces of it may be kept until the
         message they belong to is complete).
         """
+        if not self._need and self._pos == len(self._buf) and len(data) > HEADER_SIZE:
+            # One whole uncompressed message, nothing pending (a ping-pong's DATA frame).
+            flag, length = _HEADER.unpack_from(data)
+            if not flag and len(data) - HEADER_SIZE == length and (
+                    self.max_message_size is None or length <= self.max_message_size):
+                return [bytes(data[HEADER_SIZE:])]
         messages: list[bytes] = []
         if self._need:
             if len(data) < self._need:

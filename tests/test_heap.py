@@ -201,8 +201,10 @@ def test_the_server_trims_on_a_few_quiet_ticks_after_calls_end(monkeypatch) -> N
     from dubbo.proxy.handlers import RpcServiceHandler
 
     trims: list[int] = []
+    collections: list[int] = []
     monkeypatch.setattr(dubbo.server.server, "release_free_memory",
                         lambda: trims.append(1) or True)
+    monkeypatch.setattr(dubbo.server.server.gc, "collect", lambda: collections.append(1))
 
     class Timer:
         def call_later(self, delay: float, fn) -> None:
@@ -216,11 +218,13 @@ def test_the_server_trims_on_a_few_quiet_ticks_after_calls_end(monkeypatch) -> N
     assert trims == []  # nothing ended yet
     server._ended += 5
     server._trim_memory()
-    assert len(trims) == 1
+    assert len(trims) == 1 and collections == []  # no collection while calls end
     for _ in range(quiet + 3):
         server._trim_memory()
     assert len(trims) == 1 + quiet
+    assert len(collections) == 1  # on the first quiet tick only
     server._ended += 1  # a new burst ends: the count starts again
     for _ in range(quiet + 3):
         server._trim_memory()
     assert len(trims) == 2 + 2 * quiet
+    assert len(collections) == 2

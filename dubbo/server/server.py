@@ -3,6 +3,7 @@ worker pool running one handler per HTTP/2 stream."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -1239,6 +1240,11 @@ class Server:
         # machine): trim again on the first QUIET_TRIMS quiet ticks after a change, or
         # that last part stays with the process.
         if changed or self._quiet_trims:
+            if not changed and self._quiet_trims == QUIET_TRIMS:
+                # The first quiet tick: what only the cycle collector frees (an error's
+                # traceback holding a reply being sent) goes now, not at some later
+                # allocation an idle server may never make. Never while calls end.
+                gc.collect()
             self._quiet_trims = QUIET_TRIMS if changed else self._quiet_trims - 1
             self._ended_at_trim = ended
             release_free_memory()

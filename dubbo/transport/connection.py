@@ -798,9 +798,7 @@ class H2Transport:
                     err = get_stream_error()
                     if err is not None:
                         raise err
-                    if self.closed:
-                        raise self.error or UnavailableError(StatusCode.UNAVAILABLE,
-                                                             "connection closed")
+                    self.check_open()
                     if sent == total:
                         break
                     window_room = conn.local_flow_control_window(stream_id)
@@ -874,9 +872,7 @@ class H2Transport:
             err = get_stream_error()
             if err is not None:
                 raise err
-            if self.closed:
-                raise self.error or UnavailableError(StatusCode.UNAVAILABLE,
-                                                     "connection closed")
+            self.check_open()
             if not (0 < size <= SEND_BATCH and size <= conn.max_outbound_frame_size
                     and size <= OUTBOUND_HIGH_WATER - self._h2_pending - len(self._outbuf)
                     and size <= conn.local_flow_control_window(stream_id)):

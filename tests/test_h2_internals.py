@@ -1267,3 +1267,28 @@ def test_local_flow_control_window_answers_as_h2s():
                for i in (1, 3, 7, 5, 0)]
     assert answers[:5] == answers[5:]
     assert answers[:2] == [10, conn.outbound_flow_control_window]
+
+
+def test_the_send_sides_header_info_is_bounded_in_entries_and_bytes():
+    """What send_headers remembers per header block stays within _INFO_MAX_ENTRIES and
+    _INFO_MAX_BYTES however many distinct blocks a program sends (metadata it picks
+    per call), and a block over _INFO_MAX_BLOCK is never kept."""
+    conn = _production(True, None)
+    conn.initiate_connection()
+    request = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/s/m"),
+               (b":authority", b"127.0.0.1:1"), (b"te", b"trailers")]
+    most = 0
+    for i in range(3 * h2_internals._INFO_MAX_ENTRIES):
+        stream_id = conn.get_next_available_stream_id()
+        conn.send_headers(stream_id, [*request, (b"x-n", b"%d" % i)], end_stream=True)
+        conn.data_to_send()
+        assert len(conn._header_info) <= h2_internals._INFO_MAX_ENTRIES
+        assert conn._header_info_bytes <= h2_internals._INFO_MAX_BYTES
+        most = max(most, len(conn._header_info))
+    assert most == h2_internals._INFO_MAX_ENTRIES  # the bound was reached, then held
+    conn._header_info.clear()
+    conn._header_info_bytes = 0
+    big = b"v" * h2_internals._INFO_MAX_BLOCK
+    stream_id = conn.get_next_available_stream_id()
+    conn.send_headers(stream_id, [*request, (b"x-big", big)], end_stream=True)
+    assert conn._header_info == {} and conn._header_info_bytes == 0

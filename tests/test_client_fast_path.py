@@ -191,3 +191,19 @@ def test_a_reply_the_deserializer_refuses_is_internal(echo_server):
         assert "Exception deserializing response" in info.value.details
         assert isinstance(info.value.__cause__, ValueError)
         replies.cancel()
+
+
+def test_the_clients_header_block_cache_is_bounded():
+    """Header blocks are remembered per (path, provider, codec): a program calling
+    ever new paths or providers keeps at most 256 blocks."""
+    client = dubbo.Client(ReferenceConfig.from_url("tri://127.0.0.1:1/s.S"))
+    try:
+        most = 0
+        for i in range(3 * 256):
+            block = client.headers(f"/s.S/m{i}", None, None, None, "127.0.0.1:1")
+            assert (":path", f"/s.S/m{i}") in block
+            assert len(client._header_blocks) <= 256
+            most = max(most, len(client._header_blocks))
+        assert most == 256  # the bound was reached, then held
+    finally:
+        client.close()

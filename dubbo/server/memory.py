@@ -9,31 +9,62 @@ calls or connections have ended. Elsewhere (musl, macOS, Windows) it does nothin
 Within a run of large calls the opposite is wanted: dubbo.transport.heap lets glibc keep
 those calls' buffers in the heap from one call to the next. This trim returns what
 ``malloc_trim`` can once the calls have ended: free chunks in every arena and the top of
-the main heap (not the top of a per-thread arena, which glibc only shrinks in ``free``).
+the main heap, not the top of a per-thread arena (glibc shrinks those only in ``free``,
+and only above its trim threshold, which a large block raises to up to 64 MiB).
+
+That last part is why a server limits glibc to ``MALLOC_ARENAS`` arenas. By default
+glibc gives threads up to 8 per core: 100 workers sending 1 MiB replies (the never-read
+window attack of tests/hostile) left 15 arenas with a 5-7 MiB free top each, ~95 MiB
+that no trim could return. Python threads allocate under the GIL, so more arenas buy
+almost nothing; measured on the benchmark's protobuf rows, one arena is as fast
+(docs/security.md).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 
-__all__ = ["release_free_memory"]
+__all__ = ["MALLOC_ARENAS", "limit_malloc_arenas", "release_free_memory"]
+
+# glibc malloc arenas in a serving process, unless the user chose (MALLOC_ARENA_MAX,
+# GLIBC_TUNABLES=glibc.malloc.arena_max=N).
+MALLOC_ARENAS = 1
+_M_ARENA_MAX = -8  # mallopt's parameter, from glibc's malloc.h
 
 
-def _find_trim() -> Callable[[int], int] | None:
+def _libc_function(name: str, *argtypes: type) -> Callable[..., int] | None:
+    """A glibc function (None elsewhere, or in a C library without it)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        function = getattr(libc, name)
     except (OSError, AttributeError):
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    typed: Callable[[int], int] = trim  # as argtypes/restype above declare
+    function.argtypes = list(argtypes)
+    function.restype = ctypes.c_int
+    typed: Callable[..., int] = function  # as argtypes/restype above declare
     return typed
 
 
-_trim = _find_trim()
+_trim = _libc_function("malloc_trim", ctypes.c_size_t)
+_mallopt = _libc_function("mallopt", ctypes.c_int, ctypes.c_int)
+
+
+def _user_chose_arenas(environ: Mapping[str, str]) -> bool:
+    return "MALLOC_ARENA_MAX" in environ or \
+        "glibc.malloc.arena_max" in environ.get("GLIBC_TUNABLES", "")
+
+
+def limit_malloc_arenas(count: int = MALLOC_ARENAS,
+                        environ: Mapping[str, str] = os.environ) -> bool:
+    """Have threads started from now on share ``count`` glibc arenas, so that what they
+    free is in arenas the idle trim can return. False where glibc is absent or the user
+    set the arena count (theirs wins). Threads that already have an arena keep it."""
+    if _mallopt is None or _user_chose_arenas(environ):
+        return False
+    return _mallopt(_M_ARENA_MAX, count) == 1
 
 
 def release_free_memory() -> bool:

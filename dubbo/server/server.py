@@ -65,7 +65,7 @@ from ..wire.metadata import (
 from . import signals
 from .context import ServicerContext
 from .http_unary import HttpUnary, is_plain_http
-from .memory import release_free_memory
+from .memory import limit_malloc_arenas, release_free_memory
 from .processes import ProcessGroup, SharedHealth, check_processes, reuse_port
 from .workers import WorkerPool
 
@@ -1132,6 +1132,7 @@ class Server:
     def _serve(self, sock: socket.socket) -> None:
         """Serve the bound ``sock``: the threads of one serving process."""
         host = self.config.host
+        limit_malloc_arenas()  # before our threads start (memory.py)
         self._pool = WorkerPool(self.max_workers, min_workers=self.min_workers,
                                 idle_timeout=self.worker_idle_timeout, name="dubbo-worker")
         self._loop = IOLoop("dubbo-server-io")

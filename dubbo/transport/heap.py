@@ -21,7 +21,8 @@ then keeps is bounded: a free heap top of at most ``2 * HEAP_HINT_MAX`` (32 MiB)
 malloc arena, where glibc's own thresholds allow up to 64 MiB after a 32 MiB message.
 The server's idle trim (dubbo/server/memory.py) returns free chunks and the main heap's
 top, not the top of a per-thread arena (``malloc_trim`` leaves those): measured after
-4 MiB echoes, ~8 MiB stays per worker arena that ran them, with the hint or without.
+4 MiB echoes, ~8 MiB stayed per worker arena that ran them, with the hint or without,
+until servers kept their threads in one arena (memory.py).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from ..transport import (
     MessageWriter,
     Payload,
 )
-from ..transport.heap import keep_heap_for
+from ..transport.heap import HEAP_HINT_MIN, keep_heap_for
 from ..transport.ioloop import IOLoop
 from ..transport.timer import Scheduler, TimerHandle
 from ..transport.tls import TLSLayer
@@ -399,6 +399,8 @@ class ServerCall:
             raise RpcError(StatusCode.INTERNAL,
                            f"handler returned {type(data).__name__}, expected bytes "
                            "(set response_serializer)")
+        if len(data) >= HEAP_HINT_MIN:  # its buffers stay in the heap (transport/heap.py)
+            keep_heap_for(len(data))
         return frame_message(data, self.response_codec, self.server.max_send_message_size)
 
     def send_message(self, response: Any, coalesce: bool = False) -> None:

@@ -12,17 +12,16 @@ from one server run to the next, 2,000 in some client runs, 2 to 6 ms of CPU per
 (issue 11).
 
 ``keep_heap_for`` moves glibc's thresholds the way glibc itself does, once per size: it
-is told every message of ``HEAP_HINT_MIN`` (64 KiB) or more that is received (``Inbox``).
-Not what is sent: a server sending large replies to small requests from many workers
-(the never-read window attack in tests/hostile) would let each worker's arena keep a
-free top that the idle trim cannot return (below), so such a server stays with glibc's
-own thresholds (and its page faults: ~3 ms of CPU per 4 MiB reply). What glibc
-then keeps is bounded: a free heap top of at most ``2 * HEAP_HINT_MAX`` (32 MiB) per
-malloc arena, where glibc's own thresholds allow up to 64 MiB after a 32 MiB message.
-The server's idle trim (dubbo/server/memory.py) returns free chunks and the main heap's
-top, not the top of a per-thread arena (``malloc_trim`` leaves those): measured after
-4 MiB echoes, ~8 MiB stayed per worker arena that ran them, with the hint or without,
-until servers kept their threads in one arena (memory.py).
+is told every message of ``HEAP_HINT_MIN`` (64 KiB) or more that is received (``Inbox``)
+and, on a server, every reply of that size it serializes (a download: server CPU per
+4 MiB reply 10.7 -> 3.6 ms). What glibc then keeps is bounded: a free heap top of at
+most ``2 * HEAP_HINT_MAX`` (32 MiB) per malloc arena, where glibc's own thresholds allow
+up to 64 MiB after a 32 MiB message. A server keeps its threads in one arena and its
+idle trim returns that arena's free top once calls have ended (dubbo/server/memory.py);
+with per-thread arenas the trim could not (``malloc_trim`` leaves their tops), which is
+why the send side was once withdrawn: ~100 workers sending 1 MiB replies (the
+never-read window attack in tests/hostile) left an 8 MiB top in each. The client has
+no idle trim, so it hints only what it receives.
 """
 
 from __future__ import annotations

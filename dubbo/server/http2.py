@@ -245,10 +245,7 @@ class H2HttpCall(ServerCall):
         waits for flow control (up to the server's send timeout), then SENT_END."""
         transport = self.transport
         with transport.lock:
-            err = self.get_error()
-            if err is not None:
-                raise err
-            transport.check_open()
+            transport.check_sendable(self.get_error)
             self.stream.send_message()  # its gRPC headers are not HTTP's: ours go
             transport.push_stream_frames(self.stream_id, _headers(response))
         transport.send_data(self.stream_id, response.body, True, self.deadline,

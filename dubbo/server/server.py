@@ -375,10 +375,7 @@ class ServerCall:
         """The SEND_HEADERS or SEND_MESSAGE step (``transport.lock`` held): the response
         headers to send, None if they went out already; raises if the call can carry
         nothing more."""
-        err = self.get_error()
-        if err is not None:
-            raise err
-        self.transport.check_open()
+        self.transport.check_sendable(self.get_error)
         codec = self.response_codec
         stream = self.stream
         step = stream.send_headers if event is Event.SEND_HEADERS else stream.send_message
@@ -427,10 +424,7 @@ class ServerCall:
         with transport.lock_mutex:
             # The usual case, in one hold of the lock: the window takes the reply whole.
             if type(frame) is bytes and len(frame) <= transport.reply_room(stream_id):
-                err = self.get_error()
-                if err is not None:
-                    raise err
-                transport.check_open()
+                transport.check_sendable(self.get_error)
                 codec = self.response_codec
                 headers, block, reset = self.stream.reply_whole(
                     code or StatusCode.OK, details, (),

@@ -756,6 +756,14 @@ class H2Transport:
         if self.closed:
             raise self.error or UnavailableError(StatusCode.UNAVAILABLE, "connection closed")
 
+    def check_sendable(self, get_stream_error: Callable[[], RpcError | None]) -> None:
+        """Raise what stops a send on a stream now: its own error (``get_stream_error``,
+        the call's), else the connection's if it closed (``lock`` held)."""
+        err = get_stream_error()
+        if err is not None:
+            raise err
+        self.check_open()
+
     def send_data(
         self,
         stream_id: int,
@@ -795,10 +803,7 @@ class H2Transport:
         while True:
             with self.lock_mutex:  # ``lock``'s mutex (a Condition's enter, without the call)
                 while True:
-                    err = get_stream_error()
-                    if err is not None:
-                        raise err
-                    self.check_open()
+                    self.check_sendable(get_stream_error)
                     if sent == total:
                         break
                     window_room = conn.local_flow_control_window(stream_id)
@@ -869,10 +874,7 @@ class H2Transport:
         size = len(data)
         conn = self.conn
         with self.lock_mutex:  # ``lock``
-            err = get_stream_error()
-            if err is not None:
-                raise err
-            self.check_open()
+            self.check_sendable(get_stream_error)
             if not (0 < size <= SEND_BATCH and size <= conn.max_outbound_frame_size
                     and size <= OUTBOUND_HIGH_WATER - self._h2_pending - len(self._outbuf)
                     and size <= conn.local_flow_control_window(stream_id)):

@@ -367,13 +367,9 @@ class ServerStream:
         (None if they went out before), the trailers carrying ``code``, and the
         RST_STREAM code to send after them (None: none). Raises ``cancel_error`` once
         the call was cancelled, as ``send_message`` does."""
-        emit, _ = self._step(E.SEND_MESSAGE)
-        headers = response_headers(self.content_type, metadata, accept_encoding=accept_encoding,
-                                   encoding=encoding) if emit is Emit.HEADERS else None
-        self.status = self.status or (code, details)
-        block = trailers(code, details, trailing, content_type=self.content_type)
-        emit, reset = self._step(E.SENT_END)
-        return headers, block, reset if emit is Emit.RESET else None
+        headers = self.send_message(metadata, encoding, accept_encoding).headers
+        block = self.status_trailers(code, details, trailing)
+        return headers, block, self.sent_end().reset
 
     def finish(self, code: StatusCode, details: str = "",
                metadata: Sequence[tuple[str, str]] = ()) -> Send:

@@ -1194,9 +1194,12 @@ class Server:
         free, though its worker still has to finish (the pool queues a call admitted
         meanwhile for the moment that takes)."""
         with self._lock:
-            if call.holds_slot:
-                call.holds_slot = False
-                self._admitted -= 1
+            self._release_slot_locked(call)
+
+    def _release_slot_locked(self, call: ServerCall) -> None:
+        if call.holds_slot:
+            call.holds_slot = False
+            self._admitted -= 1
 
     def submit(self, call: PoolTask) -> None:
         assert self._pool is not None
@@ -1210,10 +1213,10 @@ class Server:
         """A call admitted ended (or ``admit()`` is undone, ``call`` None)."""
         with self._lock:
             self._active -= 1
-            if call is None or call.holds_slot:
+            if call is None:
                 self._admitted -= 1
-                if call is not None:
-                    call.holds_slot = False
+            else:
+                self._release_slot_locked(call)
             self._ended += 1
             if self.stopping:
                 self._changed.notify_all()

@@ -28,7 +28,15 @@ from ..status import (
     UnavailableError,
     error_for,
 )
-from ..transport import FAST_PRODUCER, H2Transport, Inbox, MessageWriter, Payload, peer_name
+from ..transport import (
+    FAST_PRODUCER,
+    H2Transport,
+    Inbox,
+    MessageWriter,
+    Payload,
+    payload_size,
+    peer_name,
+)
 from ..transport.heap import keep_heap_for
 from ..transport.ioloop import IOLoop
 from ..transport.timer import Scheduler
@@ -625,10 +633,6 @@ def _deserialize(deserializer: Deserializer, message: bytes) -> Any:
 DEFER_LOOP_MAX_REQUEST = 16 * 1024
 
 
-def _payload_size(payload: Payload) -> int:
-    return sum(map(len, payload)) if isinstance(payload, tuple) else len(payload)
-
-
 class _NotSent(Exception):
     """A try failed before a byte of it went out (no connection, no stream)."""
 
@@ -708,7 +712,7 @@ class _Method:
         A request that fits the initial flow-control windows goes out without a byte
         read, so a new connection's loop thread starts after it: the thread's start-up
         overlaps the server's work instead of delaying the request."""
-        defer = frame is not None and _payload_size(frame) <= DEFER_LOOP_MAX_REQUEST
+        defer = frame is not None and payload_size(frame) <= DEFER_LOOP_MAX_REQUEST
         try:
             return self._open(endpoint, request, deadline, metadata, compression_name,
                               frame, defer)

@@ -11,6 +11,7 @@ from .connection import (
     DEFAULT_MAX_SEND_BUFFER,
     H2Transport,
     Payload,
+    payload_size,
     peer_name,
 )
 from .messages import FAST_PRODUCER, Inbox, MessageWriter
@@ -23,5 +24,6 @@ __all__ = [
     "Inbox",
     "MessageWriter",
     "Payload",
+    "payload_size",
     "peer_name",
 ]

@@ -140,6 +140,10 @@ _DEFAULT_FLOOD_LIMITS = FloodLimits()  # frozen: one for every connection given 
 # What send_data takes: one buffer, or parts sent back to back.
 Payload = bytes | memoryview | tuple[bytes | memoryview, ...]
 
+
+def payload_size(payload: Payload) -> int:
+    return sum(map(len, payload)) if isinstance(payload, tuple) else len(payload)
+
 # Events that may let a blocked sender go on (or must stop it): a WINDOW_UPDATE or a
 # reset concerns its stream (a WINDOW_UPDATE on stream 0 every stream); SETTINGS and
 # GOAWAY concern every waiter, stream slots too.

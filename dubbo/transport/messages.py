@@ -237,6 +237,7 @@ class MessageWriter:
                 self.transport.send_data(self.stream_id, frame, False, self.deadline,
                                          self.get_error, send_timeout=self.send_timeout)
                 return
+            # payload_size(frame), inline: this runs per message of a stream.
             size = sum(map(len, frame)) if isinstance(frame, tuple) else len(frame)
             self._pending.append(frame)
             self._size += size

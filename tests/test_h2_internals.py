@@ -987,7 +987,7 @@ def _transcript(ours: Connection, client_side: bool) -> list[object]:
         to_peer()
         peer.close_connection(last_stream_id=1)
         to_ours()
-        out.append(ours.state_machine.state)
+    out.append(ours.state_machine.state)
     return out
 
 

@@ -38,6 +38,19 @@ def _same_as_hpack(blocks: list[list[tuple[bytes, bytes]]]) -> None:
         assert _table(decoder) == _table(plain_decoder)
 
 
+def _count_encodes(monkeypatch) -> list[object]:  # type: ignore[no-untyped-def]
+    """The blocks hpack's own encoder is asked to code from now on."""
+    calls: list[object] = []
+    original = hpack.Encoder.encode
+
+    def counting(self, headers, huffman=True):  # type: ignore[no-untyped-def]
+        calls.append(headers)
+        return original(self, headers, huffman)
+
+    monkeypatch.setattr(hpack.Encoder, "encode", counting)
+    return calls
+
+
 def test_connections_after_the_first_take_its_blocks_and_code_the_same() -> None:
     blocks = [REQUEST, RESPONSE, TRAILERS, REQUEST, RESPONSE, TRAILERS]
     _same_as_hpack(blocks)  # the first connection codes and remembers
@@ -49,14 +62,7 @@ def test_connections_after_the_first_take_its_blocks_and_code_the_same() -> None
 
 def test_a_later_connection_replays_without_coding(monkeypatch) -> None:
     _same_as_hpack([REQUEST, TRAILERS])
-    calls = []
-    original = hpack.Encoder.encode
-
-    def counting(self, headers, huffman=True):  # type: ignore[no-untyped-def]
-        calls.append(headers)
-        return original(self, headers, huffman)
-
-    monkeypatch.setattr(hpack.Encoder, "encode", counting)
+    calls = _count_encodes(monkeypatch)
     encoder = FirstBlocksEncoder()
     encoder.encode(REQUEST)
     encoder.encode(TRAILERS)
@@ -124,14 +130,7 @@ def test_the_peer_setting_an_unchanged_table_size_keeps_the_shared_path(monkeypa
     when it is the default: the table's contents are unchanged, so the server's first
     response headers still come from the map."""
     _same_as_hpack([RESPONSE, TRAILERS])
-    calls = []
-    original = hpack.Encoder.encode
-
-    def counting(self, headers, huffman=True):  # type: ignore[no-untyped-def]
-        calls.append(headers)
-        return original(self, headers, huffman)
-
-    monkeypatch.setattr(hpack.Encoder, "encode", counting)
+    calls = _count_encodes(monkeypatch)
     encoder = FirstBlocksEncoder()
     encoder.header_table_size = 4096  # what h2 does on the peer's SETTINGS
     plain = hpack.Encoder()

@@ -129,15 +129,13 @@ __all__ = ["Connection", "GuardedFrameBuffer", "VersionedTable", "install_versio
 
 _HEADERS, _PUSH_PROMISE = 0x01, 0x05  # frame types that may start a header block
 _DATA, _SETTINGS = 0x00, 0x04
-_CONNECTION_OPEN = (h2.connection.ConnectionState.CLIENT_OPEN,
-                    h2.connection.ConnectionState.SERVER_OPEN)
+_CONNECTION_OPEN = (ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN)
 _RECV_HEADERS = h2.connection.ConnectionInputs.RECV_HEADERS
 _STREAM_RECV_HEADERS = h2.stream.StreamInputs.RECV_HEADERS
 _STREAM_RECV_END_STREAM = h2.stream.StreamInputs.RECV_END_STREAM
 _CONTINUATION = 0x09
 _DataReceived = h2.events.DataReceived
 _END_STREAM, _END_HEADERS = 0x01, 0x04  # frame flags
-_OPEN_STATES = (ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN)
 _IDLE = ConnectionState.IDLE
 _OPEN, _HALF_CLOSED_REMOTE = StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE
 _HALF_CLOSED_LOCAL, _CLOSED = StreamState.HALF_CLOSED_LOCAL, StreamState.CLOSED
@@ -726,7 +724,7 @@ class Connection(h2.connection.H2Connection):
         if (priority_weight is None and priority_depends_on is None
                 and priority_exclusive is None and headers
                 and (type(headers) is list or type(headers) is tuple)
-                and (self.state_machine.state in _OPEN_STATES
+                and (self.state_machine.state in _CONNECTION_OPEN
                      or self.state_machine.state is _IDLE and self._client_side)):
             if self._send_headers_fast(stream_id, headers, end_stream):
                 return
@@ -859,7 +857,7 @@ class Connection(h2.connection.H2Connection):
         stream = self.streams.get(stream_id)
         size = len(data)
         if (stream is not None and pad_length is None
-                and self.state_machine.state in _OPEN_STATES
+                and self.state_machine.state in _CONNECTION_OPEN
                 and (size <= stream.outbound_flow_control_window
                      and size <= self.outbound_flow_control_window or not size)
                 and size <= self.max_outbound_frame_size

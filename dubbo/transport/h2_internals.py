@@ -779,12 +779,8 @@ class Connection(h2.connection.H2Connection):
                     return False
                 machine.headers_sent = True  # SEND_HEADERS (response_sent), same state
         block = self.encoder.encode(key)
-        if end_stream:  # SEND_END_STREAM
-            if machine.state is _OPEN:
-                machine.state = _HALF_CLOSED_LOCAL
-            else:
-                machine.state = _CLOSED
-                machine.stream_closed_by = StreamClosedBy.SEND_END_STREAM
+        if end_stream:
+            _sent_end_stream(machine)
         if machine.client and stream._authority is None:
             stream._authority = authority
         stream.request_method = method
@@ -866,11 +862,7 @@ class Connection(h2.connection.H2Connection):
             state = machine.state
             if state is _OPEN or state is _HALF_CLOSED_REMOTE:
                 if end_stream:
-                    if state is _OPEN:
-                        machine.state = _HALF_CLOSED_LOCAL
-                    else:
-                        machine.state = _CLOSED
-                        machine.stream_closed_by = StreamClosedBy.SEND_END_STREAM
+                    _sent_end_stream(machine)
                 stream.outbound_flow_control_window -= size
                 self.outbound_flow_control_window -= size
                 header = _FRAME_HEADER.pack(size >> 8, size & 0xFF, _DATA,
@@ -881,11 +873,7 @@ class Connection(h2.connection.H2Connection):
                     out += header
                     out += data
                 else:
-                    if self._data_to_send:
-                        self._parts.append(self._data_to_send)
-                        self._data_to_send = bytearray()
-                    self._parts.append(header)
-                    self._parts.append(data)
+                    self._queue_apart(header, data)
                 return
         # h2's own; a large view passes through h2 wrapped, as h2's stream copies a
         # ``memoryview`` (``tobytes``) and only ever takes the length of anything else.
@@ -909,14 +897,20 @@ class Connection(h2.connection.H2Connection):
                 continue
             length = len(data)
             frame.body_len = length
-            if out:
-                self._parts.append(out)
-                out = self._data_to_send = bytearray()
             flags = 0x01 if "END_STREAM" in frame.flags else 0
-            self._parts.append(_FRAME_HEADER.pack((length >> 8) & 0xFFFF, length & 0xFF, _DATA,
-                                                  flags, frame.stream_id & 0x7FFFFFFF))
-            self._parts.append(data)
+            self._queue_apart(_FRAME_HEADER.pack((length >> 8) & 0xFFFF, length & 0xFF, _DATA,
+                                                 flags, frame.stream_id & 0x7FFFFFFF), data)
+            out = self._data_to_send
         assert all(f.body_len <= self.max_outbound_frame_size for f in frames)
+
+    def _queue_apart(self, header: bytes, payload: Any) -> None:
+        """A large DATA frame's header and payload, queued as parts of their own after
+        what is buffered (``take_output``): the payload is not copied."""
+        if self._data_to_send:
+            self._parts.append(self._data_to_send)
+            self._data_to_send = bytearray()
+        self._parts.append(header)
+        self._parts.append(payload)
 
     def take_output(self) -> list[OutputPart]:
         """Everything queued to send, in order, as parts to write back to back (no
@@ -966,6 +960,15 @@ class Connection(h2.connection.H2Connection):
             return result
 
         table[GoAwayFrame] = receive_and_stay_open
+
+
+def _sent_end_stream(machine: Any) -> None:
+    """An ``H2StreamStateMachine``'s SEND_END_STREAM from OPEN or HALF_CLOSED_REMOTE."""
+    if machine.state is _OPEN:
+        machine.state = _HALF_CLOSED_LOCAL
+    else:
+        machine.state = _CLOSED
+        machine.stream_closed_by = StreamClosedBy.SEND_END_STREAM
 
 
 def _copy_settings(settings: h2.settings.Settings) -> h2.settings.Settings:

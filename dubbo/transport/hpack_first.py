@@ -138,15 +138,11 @@ class FirstBlocksEncoder(CachingEncoder):
         key = (self._state, block, huffman)
         step = _encoded.steps.get(key)
         if step is not None:
-            if step.state != self._state:
-                table_restore(table, step.table)
+            _replay(self, step, table)
             encoded = step.result
         else:
             encoded = CachingEncoder.encode(self, block, huffman)
-            snapshot = table_snapshot(table)
-            step = _encoded.add(key, encoded, table.version != self._version, self._state,
-                                snapshot, len(encoded) + _fields_cost(block)
-                                + _table_cost(snapshot), _shareable(block))
+            step = _record(self, _encoded, key, encoded, table, len(encoded), block)
         _advance(self, step, table)
         return encoded
 
@@ -157,6 +153,23 @@ class FirstBlocksEncoder(CachingEncoder):
     def _plain(self) -> None:
         """From now on a plain CachingEncoder (no lookup, no extra call)."""
         self.encode = CachingEncoder.encode.__get__(self)  # type: ignore[method-assign]
+
+
+def _replay(coder: Any, step: _Step[Any], table: Any) -> None:
+    """A remembered step taken: the table as the block left it (as it is already when
+    the block did not change it)."""
+    if step.state != coder._state:
+        table_restore(table, step.table)
+
+
+def _record(coder: Any, steps: _Steps[_R], key: tuple[Any, ...], result: _R, table: Any,
+            block_size: int, fields: Any) -> _Step[_R]:
+    """The step a block ``coder`` just coded made, remembered for other connections
+    if it may be; its cost counts the block, its fields and the table after it."""
+    snapshot = table_snapshot(table)
+    return steps.add(key, result, table.version != coder._version, coder._state, snapshot,
+                     block_size + _fields_cost(fields) + _table_cost(snapshot),
+                     _shareable(fields))
 
 
 def _advance(coder: Any, step: Any, table: Any) -> None:
@@ -192,16 +205,11 @@ class FirstBlocksDecoder(CachingDecoder):
                self.max_header_list_size)
         step = _decoded.steps.get(key)
         if step is not None:
-            if step.state != self._state:
-                table_restore(table, step.table)
+            _replay(self, step, table)
             decoded = list(step.result)
         else:
             decoded = CachingDecoder.decode(self, block, raw)  # raises on bad input
-            snapshot = table_snapshot(table)
-            step = _decoded.add(key, list(decoded), table.version != self._version,
-                                self._state, snapshot,
-                                len(block) + _fields_cost(decoded) + _table_cost(snapshot),
-                                _shareable(decoded))
+            step = _record(self, _decoded, key, list(decoded), table, len(block), decoded)
         _advance(self, step, table)
         return decoded
 

@@ -23,9 +23,10 @@ almost nothing; measured on the benchmark's protobuf rows, one arena is as fast
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from collections.abc import Callable, Mapping
+
+from ..transport.heap import glibc_function
 
 __all__ = ["MALLOC_ARENAS", "limit_malloc_arenas", "release_free_memory"]
 
@@ -35,21 +36,11 @@ MALLOC_ARENAS = 1
 _M_ARENA_MAX = -8  # mallopt's parameter, from glibc's malloc.h
 
 
-def _libc_function(name: str, *argtypes: type) -> Callable[..., int] | None:
-    """A glibc function (None elsewhere, or in a C library without it)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        function = getattr(libc, name)
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = list(argtypes)
-    function.restype = ctypes.c_int
-    typed: Callable[..., int] = function  # as argtypes/restype above declare
-    return typed
-
-
-_trim = _libc_function("malloc_trim", ctypes.c_size_t)
-_mallopt = _libc_function("mallopt", ctypes.c_int, ctypes.c_int)
+# None where the C library is not glibc (musl, macOS, Windows): nothing to do there.
+_trim: Callable[[int], int] | None = glibc_function("malloc_trim", ctypes.c_int,
+                                                    ctypes.c_size_t)
+_mallopt: Callable[[int, int], int] | None = glibc_function("mallopt", ctypes.c_int,
+                                                           ctypes.c_int, ctypes.c_int)
 
 
 def _user_chose_arenas(environ: Mapping[str, str]) -> bool:

@@ -27,11 +27,11 @@ no idle trim, so it hints only what it receives.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import threading
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["keep_heap_for", "HEAP_HINT_MIN", "HEAP_HINT_MAX"]
+__all__ = ["keep_heap_for", "glibc_function", "HEAP_HINT_MIN", "HEAP_HINT_MAX"]
 
 # Smaller messages change nothing: their buffers stay below glibc's initial thresholds
 # (mmap from 128 KiB, trim above 128 KiB). Larger ones meet the same trim line at every
@@ -45,21 +45,27 @@ HEAP_HINT_MAX = 16 * 1024 * 1024
 _Malloc = tuple[Callable[[int], int | None], Callable[[int], None]]
 
 
-def _find_malloc() -> _Malloc | None:
-    """glibc's malloc and free (None elsewhere: other allocators have no such threshold).
-    Looked up in the symbols already loaded (no ``find_library``, which runs ldconfig)."""
+def glibc_function(name: str, restype: Any, *argtypes: Any) -> Any:
+    """glibc's function ``name`` with its C signature, or None where the C library is
+    not glibc. Looked up in the symbols already loaded (no ``find_library``, which runs
+    ldconfig)."""
     try:
         libc = ctypes.CDLL(None)
         if not hasattr(libc, "gnu_get_libc_version"):
             return None
-        malloc, free = libc.malloc, libc.free
+        function = getattr(libc, name)
     except (OSError, AttributeError, TypeError):
         return None
-    malloc.argtypes = [ctypes.c_size_t]
-    malloc.restype = ctypes.c_void_p
-    free.argtypes = [ctypes.c_void_p]
-    free.restype = None
-    return malloc, free
+    function.argtypes = list(argtypes)
+    function.restype = restype
+    return function
+
+
+def _find_malloc() -> _Malloc | None:
+    """glibc's malloc and free (None elsewhere: other allocators have no such threshold)."""
+    malloc = glibc_function("malloc", ctypes.c_void_p, ctypes.c_size_t)
+    free = glibc_function("free", None, ctypes.c_void_p)
+    return None if malloc is None or free is None else (malloc, free)
 
 
 # glibc's malloc and free, looked up (under _lock) when the first large message comes.

@@ -22,6 +22,7 @@ import pytest
 
 from .harness import (
     CONTINUATION,
+    DATA,
     END_HEADERS,
     HEADERS,
     MAX_WINDOW,
@@ -541,6 +542,41 @@ def test_a_frame_header_declaring_more_than_max_frame_size_is_refused_at_once(
     check_attack(server, attack)
 
 
+def test_large_data_frames_left_unfinished_hold_only_what_arrived(
+        start_server: StartServer, attacker_for: AttackerFor) -> None:
+    """A large DATA payload is gathered in a buffer of its own, allocated when its
+    9-byte header arrives (h2_internals ``_start_body``): one per connection, at most
+    our SETTINGS_MAX_FRAME_SIZE (1 MiB). 200 peers that each declare a 1 MiB frame,
+    send 96 KiB of it and go silent must cost about what they sent, not 200 MiB
+    (a buffer filled before the bytes come would), and nothing once they leave. The
+    method is unknown, so no handler runs: what is measured is the connections."""
+    server = start_server()
+    connections, sent = 200, 96 * KiB
+
+    def attack(run: AttackRun) -> None:
+        attacker = attacker_for(server)
+        before = server.rss()
+        conns = [attacker.connect() for _ in range(connections)]
+        for c in conns:
+            c.start()
+            assert c.send(header_frames(1, literal_block(request_headers("Nope")))
+                          + frame_header(DATA, 0, 1, MiB) + b"d" * sent)
+        time.sleep(0.5)  # the server has read them all by now
+        run.monitor.sample()
+        held = server.rss() - before
+        run.note(f"{connections} unfinished 1 MiB frames, {connections * sent // KiB} KiB "
+                 f"sent: +{mib(held)}")
+        assert held <= 64 * MiB, \
+            f"{connections} unfinished 1 MiB DATA frames ({mib(connections * sent)} sent) " \
+            f"cost the server {mib(held)}"
+        assert not any(c.closed for c in conns)  # a slow sender is no error
+        run.hold()
+        for c in conns:
+            c.close()
+
+    check_attack(server, attack, worker_slack=None)
+
+
 # ---------------------------------------------------------------------- compression
 
 
@@ -661,7 +697,7 @@ def test_empty_continuation_floods_still_hold(
     frames."""
     server = start_server()
     empties = frame(CONTINUATION, 0, 1) * 5000
-    opening = frame(HEADERS, 0, 1, literal_block(request_headers("Echo")))
+    opening = frame(HEADERS, 0, 1, literal_block(request_headers("Nope")))
     check_attack(server, lambda run: _flood(run, attacker_for(server), lambda: empties,
                                             lambda: opening))
 
